@@ -1,0 +1,27 @@
+"""A tiny model registry: ``@register_model`` on a factory, ``create(name, ...)`` to build one."""
+from typing import Callable, Dict
+
+import torch.nn as nn
+
+_MODELS: Dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register ``fn`` under its own name; it must accept ``num_classes`` as a keyword."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model {fn.__name__!r} is registered twice")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def create(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
+    """Build the registered model ``name`` (a plain ReLU network; pass it to ``groupsnn.prepare``)."""
+    try:
+        factory = _MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+    return factory(num_classes=num_classes, **kwargs)

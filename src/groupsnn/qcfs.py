@@ -1,0 +1,69 @@
+"""QCFS: the quantisation-clip-floor-shift activation of Bu et al. (ICLR 2022).
+
+    y = θ/L · clamp(floor(x·L/θ + 1/2), 0, L)
+
+θ (``threshold``) is learnable, one per layer (or one per channel, broadcast against the input).
+Gradients follow the straight-through estimator of the QCFS reference code, i.e. autograd of
+``θ · floor_ste(clamp(x/θ, 0, 1)·L + 1/2) / L`` with ``floor_ste`` passing gradients through:
+
+    dy/dx = 1 where 0 <= x <= θ, else 0
+    dy/dθ = (y - x)/θ where 0 <= x <= θ, 1 where x > θ, 0 where x < 0
+"""
+from typing import Union
+
+import torch
+import torch.nn as nn
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, levels: int) -> torch.Tensor:
+    """Level index ``clamp(floor(x·scale + 1/2), 0, levels)`` with ``scale = levels/θ``.
+
+    The Group Neuron's first step computes exactly these float operations, which is why an SNN
+    with τ = L at T = 1 reproduces the QCFS network bit for bit.
+    """
+    return torch.floor(x * scale + 0.5).clamp_(0, levels)
+
+
+class QCFSFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:
+        threshold = threshold.to(x.dtype)
+        y = quantize(x, levels / threshold, levels).mul_(threshold / levels)
+        ctx.save_for_backward(x, threshold, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        x, threshold, y = ctx.saved_tensors
+        inside = (x >= 0) & (x <= threshold)
+        grad_x = grad_th = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_y * inside
+        if ctx.needs_input_grad[1]:
+            dy_dth = torch.where(inside, (y - x) / threshold, (x > threshold).to(x.dtype))
+            grad_th = (grad_y * dy_dth).sum_to_size(threshold.shape)
+        return grad_x, grad_th, None
+
+
+def qcfs(x: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:
+    """Functional QCFS; ``threshold`` broadcasts against ``x`` (a scalar, or e.g. [C, 1, 1])."""
+    return QCFSFunction.apply(x, threshold, levels)
+
+
+class QCFS(nn.Module):
+    """QCFS activation with L ``levels`` and a learnable ``threshold`` θ (a drop-in for ReLU)."""
+
+    def __init__(self, levels: int = 8, threshold: Union[float, torch.Tensor] = 8.0):
+        super().__init__()
+        if int(levels) != levels or levels < 1:
+            raise ValueError(f"QCFS levels must be a positive integer, got {levels!r}")
+        self.levels = int(levels)
+        self.threshold = nn.Parameter(torch.as_tensor(threshold, dtype=torch.float32).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return qcfs(x, self.threshold, self.levels)
+
+    def extra_repr(self) -> str:
+        th = self.threshold
+        return f"levels={self.levels}, threshold={th.item():.4g}" if th.numel() == 1 else \
+            f"levels={self.levels}, threshold=per-channel{tuple(th.shape)}"

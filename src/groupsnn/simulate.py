@@ -1,0 +1,123 @@
+"""Run an SNN over T time steps: ``simulate`` (per-step outputs) and ``evaluate`` (accuracy vs T).
+
+The input is the same at every step, so everything computed before the first stateful module
+(usually the first conv + BN) is computed once and reused: ``StepRunner`` splits the traced graph
+into a static part, run once per input, and a dynamic part, run once per step.
+"""
+from typing import Iterable, Iterator, Optional, Sequence
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .convert import trace
+
+
+def reset(model: nn.Module) -> None:
+    """Reset every stateful module (anything with a ``reset()``, as in SpikingJelly)."""
+    for m in model.modules():
+        if m is not model and _is_stateful(m):
+            m.reset()
+
+
+def _is_stateful(module: nn.Module) -> bool:
+    return callable(getattr(module, "reset", None))
+
+
+def _split_static(model: nn.Module, graph: fx.Graph) -> tuple[fx.GraphModule, fx.GraphModule]:
+    """``static(x) -> boundary values`` and ``dynamic(*boundary) -> output`` for one time step."""
+    dynamic = set()
+    for node in graph.nodes:
+        stateful = node.op == "call_module" and _is_stateful(model.get_submodule(node.target))
+        if stateful or node.op == "output" or any(a in dynamic for a in node.all_input_nodes):
+            dynamic.add(node)
+    boundary = [n for n in graph.nodes if n not in dynamic and any(u in dynamic for u in n.users)]
+
+    static_graph, env = fx.Graph(), {}
+    for node in graph.nodes:
+        if node not in dynamic:
+            env[node] = static_graph.node_copy(node, env.__getitem__)
+    static_graph.output(tuple(env[n] for n in boundary))
+
+    dynamic_graph, env = fx.Graph(), {}
+    for n in boundary:
+        env[n] = dynamic_graph.placeholder(n.name)
+    for node in graph.nodes:
+        if node in dynamic:
+            env[node] = dynamic_graph.node_copy(node, env.__getitem__)
+    # GraphModule shares (does not copy) the submodules, so neuron state lives in ``model``.
+    return fx.GraphModule(model, static_graph), fx.GraphModule(model, dynamic_graph)
+
+
+class StepRunner:
+    """Runs ``model`` for T steps on one input, computing its step-independent part once."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        try:
+            self.static, self.dynamic = _split_static(model, trace(model))
+        except Exception:  # noqa: BLE001  (untraceable: run the whole model at every step)
+            self.static = self.dynamic = None
+
+    def steps(self, x: torch.Tensor, timesteps: int) -> Iterator[torch.Tensor]:
+        """Reset the model, then yield its output at steps 1..T."""
+        if not torch.isfinite(x).all():
+            raise ValueError("the SNN input contains NaN or Inf values; clean the data first")
+        reset(self.model)
+        if self.static is None:
+            for _ in range(timesteps):
+                yield self.model(x)
+            return
+        boundary = self.static(x)
+        for _ in range(timesteps):
+            yield self.dynamic(*boundary)
+
+
+def _check_timesteps(timesteps) -> list[int]:
+    steps = [timesteps] if isinstance(timesteps, int) else list(timesteps)
+    if not steps or any(not isinstance(t, int) or isinstance(t, bool) or t < 1 for t in steps):
+        raise ValueError(f"timesteps must be positive integers, got {timesteps!r}")
+    return sorted(set(steps))
+
+
+def simulate(snn: nn.Module, x: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """Reset ``snn``, run it for ``timesteps`` steps on the constant input ``x``; returns the
+    per-step outputs, shape ``[T, *output_shape]`` (their mean over the first t steps is the
+    SNN's prediction at time t)."""
+    (timesteps,) = _check_timesteps(timesteps)
+    return torch.stack(list(StepRunner(snn).steps(x, timesteps)))
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    tensor = next(iter(model.parameters()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(snn: nn.Module, loader: Iterable, timesteps: Sequence[int] = (1, 2, 4, 8),
+             device: Optional[torch.device] = None, progress: bool = False) -> dict[int, float]:
+    """Top-1 accuracy in percent at each T of ``timesteps``, from one run of max(T) steps per batch.
+
+    The prediction at T is the argmax of the outputs summed over steps 1..T. Works on an ANN too
+    (its output is the same at every step). ``snn`` is put in eval mode for the run.
+    """
+    steps = _check_timesteps(timesteps)
+    device = device or _model_device(snn)
+    runner, was_training = StepRunner(snn), snn.training
+    snn.eval()
+    correct, seen = dict.fromkeys(steps, 0), 0
+    try:
+        for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            summed = None
+            for t, out in enumerate(runner.steps(x, steps[-1]), start=1):
+                summed = out if summed is None else summed + out
+                if t in correct:
+                    correct[t] += (summed.argmax(dim=1) == y).sum().item()
+            seen += len(y)
+    finally:
+        snn.train(was_training)
+    if seen == 0:
+        raise ValueError("evaluate(): the data loader yielded no samples")
+    return {t: 100.0 * c / seen for t, c in correct.items()}

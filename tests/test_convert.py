@@ -1,0 +1,165 @@
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import groupsnn as gs
+from groupsnn import GroupNeuron, IFNeuron, QCFS
+
+
+def count(model, kind):
+    return sum(isinstance(m, kind) for m in model.modules())
+
+
+class FunctionalReLUNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3, self.fc4 = (nn.Linear(6, 6) for _ in range(4))
+
+    def forward(self, x):
+        x = F.relu(self.fc1(x))
+        x = torch.relu(self.fc2(x))
+        x = self.fc3(x).relu()
+        return self.fc4(x)
+
+
+class SharedReLUBlock(nn.Module):
+    """Calls one ReLU instance twice, like torchvision's BasicBlock."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(6, 6), nn.Linear(6, 6)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.fc2(self.relu(self.fc1(x))) + x)
+
+
+class TwoReLUBlock(SharedReLUBlock):
+    def __init__(self):
+        super().__init__()
+        self.relu_1 = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.fc2(self.relu_1(self.fc1(x))) + x)
+
+
+def test_prepare_replaces_functional_relu_calls():
+    ann = gs.prepare(FunctionalReLUNet(), levels=4)
+    assert count(ann, QCFS) == 3
+    x = torch.randn(32, 6)
+    assert not any(n.target in (F.relu, torch.relu, "relu") for n in torch.fx.symbolic_trace(ann).graph.nodes)
+    assert torch.isfinite(ann(x)).all()
+
+
+def test_prepare_replaces_maxpool_by_avgpool_and_keeps_the_class():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(18, 3))
+    ann = gs.prepare(net, levels=8, threshold=2.0)
+    assert type(ann) is nn.Sequential  # module swaps only: no graph rewrite needed
+    assert isinstance(ann[2], nn.AvgPool2d) and isinstance(ann[1], QCFS) and ann[1].threshold.item() == 2.0
+    assert isinstance(net[2], nn.MaxPool2d) and isinstance(net[1], nn.ReLU)  # input untouched
+    x = torch.randn(4, 1, 8, 8)
+    torch.testing.assert_close(ann[2](x), F.avg_pool2d(x, 2))
+
+
+def test_prepare_replaces_functional_maxpool():
+    class Net(nn.Module):
+        def forward(self, x):
+            return F.max_pool2d(x, 2)
+
+    ann = gs.prepare(Net())
+    x = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(ann(x), F.avg_pool2d(x, 2))
+
+
+def test_shared_relu_gets_one_neuron_per_call_site():
+    shared, separate = SharedReLUBlock(), TwoReLUBlock()
+    separate.load_state_dict(shared.state_dict())
+    ann_shared, ann_separate = gs.prepare(shared, levels=4), gs.prepare(separate, levels=4)
+    assert count(ann_shared, QCFS) == 2
+    snn_shared = gs.convert(ann_shared, neuron="gn", tau=2)
+    snn_separate = gs.convert(ann_separate, neuron="gn", tau=2)
+    assert count(snn_shared, GroupNeuron) == 2
+    x = torch.randn(16, 6) * 3
+    assert torch.equal(gs.simulate(snn_shared, x, 8), gs.simulate(snn_separate, x, 8))
+
+
+def test_convert_splits_a_shared_qcfs_and_keeps_its_threshold():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act = nn.Linear(4, 4), QCFS(4, threshold=3.0)
+
+        def forward(self, x):
+            return self.act(self.fc(self.act(x)))
+
+    snn = gs.convert(Net(), neuron="if")
+    thresholds = [m.threshold.item() for m in snn.modules() if isinstance(m, IFNeuron)]
+    assert thresholds == [3.0, 3.0]
+
+
+def test_convert_keeps_thresholds_and_does_not_touch_its_input():
+    ann = gs.prepare(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)), levels=8)
+    ann[1].threshold.data.fill_(1.25)
+    snn = gs.convert(ann, neuron="gn", tau=4)
+    assert isinstance(snn[1], GroupNeuron) and snn[1].tau == 4 and snn[1].threshold.item() == 1.25
+    assert isinstance(ann[1], QCFS)
+    assert snn.state_dict().keys() == ann.state_dict().keys()  # neurons keep the name `threshold`
+    same = gs.convert(ann, neuron="if", inplace=True)
+    assert same is ann and isinstance(ann[1], IFNeuron)
+
+
+@pytest.mark.parametrize("activation", [nn.GELU(), nn.SiLU(), nn.Sigmoid(), nn.ReLU()])
+def test_convert_names_an_unsupported_activation(activation):
+    net = gs.prepare(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)), levels=4)
+    net.append(activation)
+    with pytest.raises(ValueError, match=rf"'3' \({type(activation).__name__}\)"):
+        gs.convert(net)
+    snn = gs.convert(net, strict=False)
+    assert isinstance(snn[3], type(activation)) and isinstance(snn[1], GroupNeuron)
+
+
+def test_convert_names_an_unsupported_functional_activation():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return F.gelu(self.fc(x))
+
+    with pytest.raises(ValueError, match="gelu"):
+        gs.convert(Net())
+
+
+def test_convert_rejects_bad_arguments():
+    ann = gs.prepare(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
+    with pytest.raises(ValueError, match="unknown neuron"):
+        gs.convert(ann, neuron="lif")
+    with pytest.raises(ValueError, match="tau"):
+        gs.convert(ann, tau=0)
+    ann[1].threshold.data.fill_(-1.0)
+    with pytest.raises(ValueError, match="not positive"):
+        gs.convert(ann)
+
+
+def test_untraceable_model_gets_module_relus_replaced_with_a_warning():
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.relu = nn.Linear(4, 4), nn.ReLU()
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+                return F.relu(self.fc(x))
+            return self.relu(self.fc(x))
+
+    with pytest.warns(UserWarning, match="cannot trace Untraceable.*Functional activations"):
+        ann = gs.prepare(Untraceable())
+    assert isinstance(ann.relu, QCFS)
+    with warnings.catch_warnings(record=True):
+        snn = gs.convert(ann)
+    assert isinstance(snn.relu, GroupNeuron)
+    assert gs.simulate(snn, -torch.ones(2, 4), 3).shape == (3, 2, 4)  # runs whole, step by step
