@@ -1,5 +1,6 @@
 """Data sets read from local files (no downloads): ``load(name, data_dir=None, augment=False)``."""
-from . import digits  # noqa: F401  (each module registers its data sets)
+from . import cifar, digits, folder, mnist1d  # noqa: F401  (each module registers its data sets)
 from ._registry import Splits, list_datasets, load, register_dataset
+from .loader import make_loader
 
-__all__ = ["Splits", "list_datasets", "load", "register_dataset"]
+__all__ = ["Splits", "list_datasets", "load", "make_loader", "register_dataset"]

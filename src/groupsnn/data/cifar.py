@@ -1,0 +1,102 @@
+"""CIFAR-10 and CIFAR-100 from the python-pickle folders of https://www.cs.toronto.edu/~kriz/cifar.html.
+
+Images stay in memory as one uint8 tensor; augmentation runs per item on tensors.
+"""
+import pickle
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from . import transforms as T
+from ._registry import Splits, register_dataset
+
+# Statistics used by the QCFS reference code (Bu et al., 2022).
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+CIFAR100_MEAN = (129.3 / 255, 124.1 / 255, 112.4 / 255)
+CIFAR100_STD = (68.2 / 255, 65.4 / 255, 70.4 / 255)
+
+
+class TensorImageDataset(Dataset):
+    """uint8 images [N, C, H, W] and labels [N] held in memory; ``transform`` runs on each item."""
+
+    def __init__(self, images: Tensor, labels: Tensor, transform: Optional[Callable] = None,
+                 classes: Sequence[str] = ()):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels, self.transform, self.classes = images, labels, transform, list(classes)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        image = self.images[i]
+        return (image if self.transform is None else self.transform(image)), self.labels[i]
+
+
+def cifar_transform(mean: Sequence[float], std: Sequence[float], augment: bool) -> T.Compose:
+    """Test: normalise. Train: crop 32 (pad 4), flip, AutoAugment, normalise, Cutout 16 (QCFS recipe).
+
+    Cutout comes after normalisation, as in the reference code, so the hole holds the mean colour.
+    """
+    normalize = [T.ToFloat(), T.Normalize(mean, std)]
+    if not augment:
+        return T.Compose(normalize)
+    return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.AutoAugment(),
+                      *normalize, T.Cutout(16)])
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts of numpy arrays and lists only, so a rogue file cannot run code."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+        return super().find_class(module, name)
+
+
+def read_batches(files: Sequence[Path], label_key: str) -> tuple[Tensor, Tensor]:
+    """Concatenate pickled batches (``data``: N x 3072 uint8, ``label_key``: N ints) -> [N,3,32,32], [N]."""
+    images, labels = [], []
+    for file in files:
+        with open(file, "rb") as f:
+            batch = _ArrayUnpickler(f, encoding="bytes").load()
+        batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+        images.append(torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
+        labels.append(torch.as_tensor(batch[label_key], dtype=torch.long))
+    return torch.cat(images), torch.cat(labels)
+
+
+def _load_cifar(data_dir: Optional[str], augment: bool, folder: str, train: list[str], test: list[str],
+                label_key: str, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> Splits:
+    root = Path(data_dir or ".") / folder
+    missing = [name for name in train + test if not (root / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"expected {root}/{{{','.join(train + test)}}} (the python version of CIFAR from "
+            f"https://www.cs.toronto.edu/~kriz/cifar.html, unpacked into data_dir); missing: {', '.join(missing)}")
+    splits = []
+    for names, aug in ((train, augment), (test, False)):
+        images, labels = read_batches([root / n for n in names], label_key)
+        splits.append(TensorImageDataset(images, labels, cifar_transform(mean, std, aug)))
+    return Splits(*splits, num_classes=num_classes, input_shape=(3, 32, 32))
+
+
+@register_dataset("cifar10")
+def load_cifar10(data_dir: Optional[str] = None, augment: bool = False) -> Splits:
+    """50,000 train and 10,000 test images from ``<data_dir>/cifar-10-batches-py``."""
+    return _load_cifar(data_dir, augment, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
+                       ["test_batch"], "labels", 10, CIFAR10_MEAN, CIFAR10_STD)
+
+
+@register_dataset("cifar100")
+def load_cifar100(data_dir: Optional[str] = None, augment: bool = False) -> Splits:
+    """50,000 train and 10,000 test images (fine labels) from ``<data_dir>/cifar-100-python``."""
+    return _load_cifar(data_dir, augment, "cifar-100-python", ["train"], ["test"], "fine_labels", 100,
+                       CIFAR100_MEAN, CIFAR100_STD)
