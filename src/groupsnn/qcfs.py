@@ -8,8 +8,11 @@ Gradients follow the straight-through estimator of the QCFS reference code, i.e.
 
     dy/dx = 1 where 0 <= x <= θ, else 0
     dy/dθ = (y - x)/θ where 0 <= x <= θ, 1 where x > θ, 0 where x < 0
+
+``levels=None`` clips without quantising, ``y = clamp(x, 0, θ)`` (a calibrated ReLU network, see
+``groupsnn.calibrate``), with the same gradients (there y = x inside, so dy/dθ = 0 there).
 """
-from typing import Union
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
@@ -21,7 +24,8 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, levels: int) -> torch.Tensor:
     The Group Neuron's first step computes exactly these float operations, which is why an SNN
     with τ = L at T = 1 reproduces the QCFS network bit for bit.
     """
-    return torch.floor(x * scale + 0.5).clamp_(0, levels)
+    v = x * scale
+    return v.add_(0.5).floor_().clamp_(0, levels)
 
 
 class QCFSFunction(torch.autograd.Function):
@@ -45,19 +49,23 @@ class QCFSFunction(torch.autograd.Function):
         return grad_x, grad_th, None
 
 
-def qcfs(x: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:
-    """Functional QCFS; ``threshold`` broadcasts against ``x`` (a scalar, or e.g. [C, 1, 1])."""
+def qcfs(x: torch.Tensor, threshold: torch.Tensor, levels: Optional[int]) -> torch.Tensor:
+    """Functional QCFS; ``threshold`` broadcasts against ``x`` (a scalar, or e.g. [C, 1, 1]).
+    ``levels=None``: clip only, ``clamp(x, 0, θ)``."""
+    if levels is None:
+        return torch.minimum(torch.relu(x), threshold.to(x.dtype))
     return QCFSFunction.apply(x, threshold, levels)
 
 
 class QCFS(nn.Module):
-    """QCFS activation with L ``levels`` and a learnable ``threshold`` θ (a drop-in for ReLU)."""
+    """QCFS activation with L ``levels`` (None: clip only) and a learnable ``threshold`` θ (a
+    drop-in for ReLU)."""
 
-    def __init__(self, levels: int = 8, threshold: Union[float, torch.Tensor] = 8.0):
+    def __init__(self, levels: Optional[int] = 8, threshold: Union[float, torch.Tensor] = 8.0):
         super().__init__()
-        if int(levels) != levels or levels < 1:
-            raise ValueError(f"QCFS levels must be a positive integer, got {levels!r}")
-        self.levels = int(levels)
+        if levels is not None and (int(levels) != levels or levels < 1):
+            raise ValueError(f"QCFS levels must be a positive integer or None (clip only), got {levels!r}")
+        self.levels = None if levels is None else int(levels)
         self.threshold = nn.Parameter(torch.as_tensor(threshold, dtype=torch.float32).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

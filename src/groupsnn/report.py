@@ -26,9 +26,9 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_csv(path: PathLike, rows: list[dict]) -> Path:
+def write_csv(path: PathLike, rows: list[dict], fields=FIELDS) -> Path:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return write_text(path, buffer.getvalue())

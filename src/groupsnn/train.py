@@ -1,15 +1,34 @@
-"""The one training loop: SGD + momentum, cosine schedule with optional warm-up, label smoothing."""
+"""The one training loop: SGD + momentum, cosine schedule with optional warm-up, label smoothing,
+AMP on CUDA, DDP under ``torchrun``, atomic per-epoch checkpoints and exact ``--resume``.
+
+``Trainer`` owns everything that changes while training (model, optimiser, schedule, scaler, epoch,
+metrics, RNG streams), so its ``state_dict`` is all a resumed run needs to continue as if it had
+never stopped. ``fit`` is the in-memory shortcut; ``train`` is the ``groupsnn train`` command.
+"""
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from . import data, models
+from ._io import PathLike, prepare_out_dir
+from .checkpoint import load_checkpoint, make_meta, save_checkpoint
+from .convert import prepare
+from .qcfs import QCFS
+from .report import write_csv
 from .simulate import evaluate
+
+
+MIN_THRESHOLD = 1e-3
 
 
 @dataclass
@@ -41,45 +60,212 @@ def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int) -> torch.
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
-    optimizer = torch.optim.SGD(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum)
-    scheduler = cosine_with_warmup(optimizer, cfg.epochs * steps_per_epoch,
-                                   round(cfg.warmup_epochs * steps_per_epoch))
-    return optimizer, scheduler
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def train_epoch(model: nn.Module, loader: DataLoader, optimizer, scheduler, device: torch.device,
-                label_smoothing: float = 0.0, progress: bool = True, desc: str = "train") -> dict:
-    """One pass over ``loader``; returns mean loss and accuracy (percent) on the training data."""
-    model.train()
-    loss_sum = correct = seen = 0
-    bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
-    for x, y in bar:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        loss_sum += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += len(y)
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-    return {"train_loss": loss_sum / seen, "train_accuracy": 100.0 * correct / seen}
+class Trainer:
+    """Trains ``model`` (optionally DDP-wrapped) on ``loader`` for ``cfg.epochs`` epochs."""
+
+    def __init__(self, model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device,
+                 amp: bool = False):
+        self.model, self.loader, self.cfg, self.device = model, loader, cfg, device
+        steps = len(loader)
+        self.optimizer = torch.optim.SGD(parameter_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                         momentum=cfg.momentum)
+        self.scheduler = cosine_with_warmup(self.optimizer, cfg.epochs * steps, round(cfg.warmup_epochs * steps))
+        self.amp = amp and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.epoch = 0  # epochs completed
+        self.history: list[dict] = []
+        self.thresholds = [m.threshold for m in model.modules() if isinstance(m, QCFS)]
+
+    def train_epoch(self, progress: bool = True) -> dict:
+        """One pass over the data; returns mean loss and accuracy (percent) on the training data."""
+        self.model.train()
+        if hasattr(self.loader.sampler, "set_epoch"):
+            self.loader.sampler.set_epoch(self.epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = seen = 0
+        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False, disable=not progress)
+        for step, (x, y) in enumerate(bar):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                logits = self.model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training diverged: loss is {loss.item()} at epoch {self.epoch + 1}, "
+                                         f"step {step + 1}; the last checkpoint is kept; lower --lr")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            with torch.no_grad():  # a QCFS threshold must stay positive to define a neuron
+                for threshold in self.thresholds:
+                    threshold.clamp_(min=MIN_THRESHOLD)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if progress and step % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        return {"train_loss": loss_sum.item() / seen, "train_accuracy": 100.0 * int(correct) / seen}
+
+    def fit(self, test_loader: Optional[DataLoader] = None, progress: bool = True,
+            on_epoch_end: Optional[Callable[["Trainer"], None]] = None) -> nn.Module:
+        """Train the remaining epochs; ``on_epoch_end(trainer)`` after each (e.g. to checkpoint)."""
+        for _ in tqdm(range(self.epoch, self.cfg.epochs), desc="epochs", disable=not progress,
+                      initial=self.epoch, total=self.cfg.epochs):
+            metrics = {"epoch": self.epoch + 1, **self.train_epoch(progress),
+                       "lr": self.optimizer.param_groups[0]["lr"]}
+            if test_loader is not None:
+                metrics["test_accuracy"] = evaluate(_unwrap(self.model), test_loader, timesteps=[1])[1]
+            self.epoch += 1
+            self.history.append(metrics)
+            if on_epoch_end is not None:
+                on_epoch_end(self)
+        return _unwrap(self.model)
+
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.loader.generator is not None:
+            rng["loader"] = self.loader.generator.get_state()
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "epoch": self.epoch, "history": self.history, "rng": rng}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.history = state["epoch"], list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "loader" in state["rng"]:
+            self.loader.generator.set_state(state["rng"]["loader"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
 
-def fit(model: nn.Module, train_loader: DataLoader, cfg: TrainConfig, device: torch.device,
-        test_loader: Optional[DataLoader] = None, progress: bool = True,
-        on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> nn.Module:
-    """Train ``model`` for ``cfg.epochs`` epochs; ``on_epoch_end(epoch, metrics)`` after each."""
-    model.to(device)
-    optimizer, scheduler = make_optimizer(model, cfg, len(train_loader))
-    for epoch in tqdm(range(cfg.epochs), desc="epochs", disable=not progress):
-        metrics = train_epoch(model, train_loader, optimizer, scheduler, device, cfg.label_smoothing,
-                              progress, desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        if test_loader is not None:
-            metrics["test_accuracy"] = evaluate(model, test_loader, timesteps=[1])[1]
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
-    return model
+def fit(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device,
+        test_loader: Optional[DataLoader] = None, progress: bool = True) -> nn.Module:
+    """Train ``model`` in memory for ``cfg.epochs`` epochs (no checkpoints); returns it."""
+    torch.manual_seed(cfg.seed)
+    return Trainer(model.to(device), loader, cfg, device).fit(test_loader, progress)
+
+
+# ---------------------------------------------------------------- the `groupsnn train` command
+
+@dataclass
+class RunConfig:
+    """Everything ``groupsnn train`` needs, stored in the checkpoint so ``--resume`` can check it."""
+    model: str
+    data: str
+    data_dir: Optional[str] = None
+    levels: Optional[int] = 8
+    threshold: float = 8.0
+    batch_size: int = 128
+    workers: Optional[int] = None
+    amp: bool = True
+    sync_bn: bool = False
+    model_kwargs: dict = field(default_factory=dict)
+    optim: TrainConfig = field(default_factory=TrainConfig)
+
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.csv"
+# settings that may differ between a run and its resumption (where the data is, how it is loaded)
+_FREE_ON_RESUME = {"data_dir", "workers"}
+
+
+def _setup_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); starts the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if world > 1:
+        if cuda:
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return int(os.environ.get("RANK", 0)), world, device
+
+
+def load_relu_weights(model: nn.Module, path: PathLike) -> list[str]:
+    """Load a pretrained ReLU network's state_dict (plain, DDP ``module.``-prefixed, or under
+    "state_dict"/"model"); tensors whose shape differs (a new classifier) are skipped and returned."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        state = state.get("state_dict", state.get("model", state))
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = model.state_dict()
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    if missing or unexpected:
+        raise ValueError(f"--init-from {path} does not match the model: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}; give a state_dict of the same architecture")
+    skipped = [k for k, v in state.items() if v.shape != own[k].shape]
+    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    return skipped
+
+
+def _check_resumable(saved: dict, run: RunConfig, path: Path) -> None:
+    now = asdict(run)
+    changed = [k for k in now if k not in _FREE_ON_RESUME and saved.get(k) != now[k]]
+    if changed:
+        raise ValueError(f"--resume: {path} was made with different settings ({', '.join(changed)}); "
+                         "use the same arguments, or another --out for a new run")
+
+
+def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Optional[PathLike] = None,
+          overwrite: bool = False, progress: bool = True) -> Path:
+    """Train per ``run``, writing ``out_dir/checkpoint.pt`` and ``metrics.csv`` after every epoch."""
+    rank, world, device = _setup_distributed()
+    try:
+        out = Path(out_dir)
+        if rank == 0 and not resume:
+            prepare_out_dir(out, [CHECKPOINT, METRICS], overwrite)
+        if resume and not (out / CHECKPOINT).exists():
+            raise FileNotFoundError(f"--resume: {out / CHECKPOINT} not found; run without --resume to start")
+        saved = load_checkpoint(out / CHECKPOINT) if resume else None
+        if saved is not None:
+            _check_resumable(saved["meta"]["run"], run, out / CHECKPOINT)
+
+        torch.manual_seed(run.optim.seed)
+        splits = data.load(run.data, run.data_dir, augment=True)
+        kwargs = {"in_channels": splits.input_shape[0], **run.model_kwargs}
+        model = models.create(run.model, num_classes=splits.num_classes, **kwargs)
+        if init_from is not None and saved is None:
+            for key in load_relu_weights(model, init_from):
+                if rank == 0:
+                    print(f"--init-from: {key} has another shape here; it stays newly initialised")
+        if run.levels:
+            model = prepare(model, levels=run.levels, threshold=run.threshold, inplace=True)
+        if run.sync_bn and world > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(device)
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+            if world > 1 else model
+
+        loader = data.make_loader(splits.train, run.batch_size, train=True, workers=run.workers,
+                                  distributed=world > 1, seed=run.optim.seed)
+        test_loader = data.make_loader(splits.test, run.batch_size, train=False, workers=run.workers) \
+            if rank == 0 else None
+        trainer = Trainer(wrapped, loader, run.optim, device, amp=run.amp)
+        if saved is not None:
+            trainer.load_state_dict(saved)
+        meta = make_meta(run.model, splits.num_classes, run.levels, run.data, run.optim.seed,
+                         model_kwargs=kwargs, run=asdict(run))
+
+        def checkpoint(t: Trainer) -> None:
+            if rank == 0:
+                write_csv(out / METRICS, t.history, fields=list(t.history[0]))
+                save_checkpoint(out / CHECKPOINT, model, meta, **t.state_dict())
+
+        trainer.fit(test_loader, progress=progress and rank == 0, on_epoch_end=checkpoint)
+        return out / CHECKPOINT
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

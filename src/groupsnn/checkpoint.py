@@ -1,0 +1,75 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, self-describing.
+
+A checkpoint is a dict ``{"format": "groupsnn", "format_version", "meta", "model", ...}`` where
+``meta`` says how to rebuild the network (model name and keyword arguments, num_classes, QCFS
+levels, data set, seed, package version), so ``load_model(path)`` needs nothing else. Training
+checkpoints add the optimiser, scheduler, AMP scaler and RNG states, and the epoch.
+"""
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from . import models
+from ._io import PathLike, atomic_write
+from .convert import prepare
+
+FORMAT = "groupsnn"
+FORMAT_VERSION = 1
+
+
+def make_meta(model: str, num_classes: int, levels: Optional[int], data: str, seed: int = 0,
+              model_kwargs: Optional[dict] = None, **extra) -> dict:
+    from . import __version__
+    return {"model": model, "model_kwargs": dict(model_kwargs or {}), "num_classes": num_classes,
+            "levels": levels, "data": data, "seed": seed, "version": __version__, **extra}
+
+
+def save_checkpoint(path: PathLike, model: nn.Module, meta: dict, **training_state) -> Path:
+    """Write ``model``'s weights with ``meta`` (and e.g. optimizer=..., epoch=...) atomically."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta,
+               "model": model.state_dict(), **training_state}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: PathLike) -> dict:
+    """Read a groupsnn checkpoint safely (no code from the file runs); clear errors otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found" if not path.exists()
+                                else f"checkpoint {path} is not a file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a readable groupsnn checkpoint (truncated, corrupt or not "
+                         f"a torch file: {first_line[:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a groupsnn checkpoint (no groupsnn metadata); "
+                         "for a plain ReLU state_dict use --init-from or --from-relu")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{path} has checkpoint format {version!r}, newer than this groupsnn "
+                         f"understands ({FORMAT_VERSION}); upgrade groupsnn")
+    return payload
+
+
+def build_model(meta: dict) -> nn.Module:
+    """The (untrained) network described by ``meta``: the registry model, prepared if it has levels."""
+    net = models.create(meta["model"], num_classes=meta["num_classes"], **meta.get("model_kwargs", {}))
+    return prepare(net, levels=meta["levels"], inplace=True) if meta.get("levels") else net
+
+
+def load_model(path: PathLike) -> tuple[nn.Module, dict]:
+    """Rebuild the network of checkpoint ``path`` and load its weights; returns ``(model, meta)``."""
+    payload = load_checkpoint(path)
+    model = build_model(payload["meta"])
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit model {payload['meta']['model']!r} "
+                         f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})") from None
+    return model.eval(), payload["meta"]

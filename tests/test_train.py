@@ -1,0 +1,121 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import groupsnn as gs
+import groupsnn.train as train_module
+from groupsnn.checkpoint import load_checkpoint, load_model, save_checkpoint
+from groupsnn.train import RunConfig, Trainer, TrainConfig, train
+
+
+def digits_run(epochs=3):
+    return RunConfig(model="digits_cnn", data="digits", batch_size=64, optim=TrainConfig(epochs=epochs, seed=3))
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_weights(tmp_path, monkeypatch):
+    full = load_checkpoint(train(digits_run(), tmp_path / "full", progress=False))
+
+    real_save, saves = train_module.save_checkpoint, []
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        saves.append(1)
+        raise KeyboardInterrupt  # killed right after epoch 1 was saved
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(digits_run(), tmp_path / "cut", progress=False)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 1
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    resumed = load_checkpoint(train(digits_run(), tmp_path / "cut", resume=True, progress=False))
+
+    assert resumed["epoch"] == full["epoch"] == 3
+    assert resumed["model"].keys() == full["model"].keys()
+    for key, value in full["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    assert resumed["history"] == full["history"]
+    assert (tmp_path / "cut" / "metrics.csv").read_text() == (tmp_path / "full" / "metrics.csv").read_text()
+
+
+def test_checkpoint_rebuilds_the_model_from_its_metadata(tmp_path):
+    path = train(digits_run(epochs=1), tmp_path, progress=False)
+    model, meta = load_model(path)
+    assert meta["model"] == "digits_cnn" and meta["levels"] == 8 and meta["version"] == gs.__version__
+    assert sum(isinstance(m, gs.QCFS) for m in model.modules()) == 7
+    payload = load_checkpoint(path)
+    assert {"optimizer", "scheduler", "scaler", "rng", "epoch", "meta", "model"} <= payload.keys()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    train(digits_run(epochs=1), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different settings.*optim"):
+        train(digits_run(epochs=2), tmp_path, resume=True, progress=False)
+
+
+def test_foreign_and_truncated_files_are_refused(tmp_path):
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(ValueError, match="not a groupsnn checkpoint"):
+        load_checkpoint(foreign)
+    good = save_checkpoint(tmp_path / "good.pt", torch.nn.Linear(2, 2), {"model": "x"})
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError, match="not a readable groupsnn checkpoint"):
+        load_checkpoint(truncated)
+
+
+def test_init_from_loads_relu_weights_and_skips_a_new_classifier(tmp_path):
+    relu_net = gs.models.create("resnet20", num_classes=100)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in relu_net.state_dict().items()}}, tmp_path / "r.pt")
+    net = gs.models.create("resnet20", num_classes=10)
+    skipped = train_module.load_relu_weights(net, tmp_path / "r.pt")
+    assert skipped == ["fc.weight", "fc.bias"]
+    assert torch.equal(net.conv1.weight, relu_net.conv1.weight)
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet18", "resnet34", "resnet20", "digits_cnn", "mnist1d_cnn"])
+def test_every_model_trains_one_step_and_converts(name):
+    shape = {"digits_cnn": (1, 8, 8), "mnist1d_cnn": (1, 40)}.get(name, (3, 32, 32))
+    ann = gs.prepare(gs.models.create(name, num_classes=10, in_channels=shape[0]), levels=4)
+    x, y = torch.randn(2, *shape), torch.tensor([1, 2])
+    before = [p.detach().clone() for p in ann.parameters()]
+    Trainer(ann, DataLoader(TensorDataset(x, y), batch_size=2), TrainConfig(epochs=1), torch.device("cpu")).fit(progress=False)
+    assert all(torch.isfinite(p).all() for p in ann.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, ann.parameters()))
+    snn = gs.convert(ann.eval(), neuron="gn", tau=4)
+    assert gs.simulate(snn, x, 2).shape == (2, 2, 10)
+
+
+def run_cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "groupsnn.cli", *args], capture_output=True, text=True, **kwargs)
+
+
+def test_ddp_with_two_gloo_processes_writes_one_checkpoint(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "groupsnn.cli", "train", "--model", "digits_cnn", "--data", "digits", "--epochs", "1",
+         "--batch-size", "64", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "metrics.csv"]
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 2  # header + one epoch, rank 0 only
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--model", "nope", "--data", "digits", "--out", "{tmp}/o"], "unknown model 'nope'; known models:"),
+    (["train", "--model", "resnet20", "--data", "cifar10", "--data-dir", "{tmp}", "--out", "{tmp}/o"],
+     "cifar-10-batches-py"),
+    (["train", "--model", "digits_cnn", "--data", "nope", "--out", "{tmp}/o"], "unknown data set 'nope'"),
+    (["evaluate", "{tmp}/foreign.pt"], "not a groupsnn checkpoint"),
+    (["evaluate", "{tmp}/missing.pt"], "not found"),
+    (["train", "--model", "digits_cnn", "--data", "digits", "--out", "{tmp}/o", "--resume"], "--resume"),
+])
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    proc = run_cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
