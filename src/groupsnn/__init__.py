@@ -1,10 +1,11 @@
 """groupsnn: ANN-to-SNN conversion with Group Neurons (Lv et al., ICASSP 2024) on top of QCFS."""
 from . import data, models, neurons
+from .calibrate import calibrate
 from .convert import convert, prepare
 from .neurons import GroupNeuron, IFNeuron
 from .qcfs import QCFS
 from .simulate import evaluate, reset, simulate
 
 __version__ = "0.1.0"
-__all__ = ["prepare", "convert", "simulate", "evaluate", "reset", "models", "neurons", "data",
+__all__ = ["prepare", "calibrate", "convert", "simulate", "evaluate", "reset", "models", "neurons", "data",
            "QCFS", "GroupNeuron", "IFNeuron", "__version__"]

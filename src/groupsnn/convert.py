@@ -18,7 +18,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .neurons import GroupNeuron, IFNeuron, SpikingNeuron
+from .neurons import GroupNeuron, IFNeuron, RateMaxPool, StatefulModule
 from .qcfs import QCFS
 
 
@@ -60,10 +60,10 @@ SITE_CALLS = NONLINEAR_CALLS | MAX_TO_AVG_POOL_CALLS  # the function calls a rul
 
 
 class _Tracer(fx.Tracer):
-    """Keeps QCFS and neurons as leaves (they are not in ``torch.nn``)."""
+    """Keeps QCFS, neurons and other stateful modules as leaves (they are not in ``torch.nn``)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (QCFS, SpikingNeuron)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (QCFS, StatefulModule)) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> fx.Graph:
@@ -174,19 +174,25 @@ def _max_pool_module(site: Site) -> nn.Module:
     """The ``nn.MaxPool*`` module equivalent to a functional ``F.max_pool*`` call site."""
     module_type = {fn: m for m, fn in _MAX_POOL_FUNCTIONS.items()}[site.target]
     if any(isinstance(a, fx.Node) for a in (*site.args, *site.kwargs.values())):
-        raise ValueError(f"prepare(): {site.name} has pooling arguments computed in forward(); "
+        raise ValueError(f"{site.name} has max-pooling arguments computed in forward(); "
                          "use a fixed-size nn.MaxPool module instead")
     return module_type(*site.args, **site.kwargs)
 
 
-def prepare(model: nn.Module, levels: int = 8, threshold: float = 8.0, inplace: bool = False) -> nn.Module:
+def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0, inplace: bool = False,
+            maxpool: str = "avg") -> nn.Module:
     """Return ``model`` with every ReLU call site replaced by a QCFS (``levels``, initial ``threshold``)
-    and every max-pooling by average pooling; ready for QCFS training and then ``convert``."""
+    and every max-pooling by average pooling; ready for QCFS training and then ``convert``.
+    ``maxpool="keep"`` keeps max-pooling (for networks trained with it, see ``calibrate``)."""
     QCFS(levels, threshold)  # validates the arguments before any work
+    if maxpool not in ("avg", "keep"):
+        raise ValueError(f"maxpool must be 'avg' (replace by average pooling) or 'keep', got {maxpool!r}")
 
     def rule(site: Site) -> Optional[nn.Module]:
         if isinstance(site.target, nn.ReLU) or site.target in RELU_CALLS:
             return QCFS(levels, threshold)
+        if maxpool == "keep":
+            return None
         if type(site.target) in MAX_TO_AVG_POOL:
             return _avg_pool_like(site.target)
         if site.target in MAX_TO_AVG_POOL_CALLS:
@@ -199,8 +205,8 @@ def prepare(model: nn.Module, levels: int = 8, threshold: float = 8.0, inplace: 
 def convert(model: nn.Module, neuron: str = "gn", tau: int = 4, strict: bool = True,
             inplace: bool = False, step_mode: str = "s") -> nn.Module:
     """Return the SNN: each QCFS call site becomes an IF neuron (``neuron="if"``) or a Group Neuron of
-    ``tau`` members (``neuron="gn"``), keeping its threshold. Any other activation raises, naming
-    the layer, unless ``strict=False`` (then it is left as it is)."""
+    ``tau`` members (``neuron="gn"``), keeping its threshold, and each max-pooling a ``RateMaxPool``.
+    Any other activation raises, naming the layer, unless ``strict=False`` (then it is left as it is)."""
     if neuron not in ("gn", "if"):
         raise ValueError(f"unknown neuron {neuron!r}; use 'gn' (Group Neuron) or 'if' (integrate-and-fire)")
     if neuron == "gn":
@@ -215,6 +221,10 @@ def convert(model: nn.Module, neuron: str = "gn", tau: int = 4, strict: bool = T
             if neuron == "gn":
                 return GroupNeuron(target.threshold, tau, step_mode)
             return IFNeuron(target.threshold, step_mode)
+        if type(target) in MAX_TO_AVG_POOL:
+            return RateMaxPool(target, step_mode)
+        if target in MAX_TO_AVG_POOL_CALLS:
+            return RateMaxPool(_max_pool_module(site), step_mode)
         is_module = isinstance(target, nn.Module)
         if strict and (isinstance(target, NONLINEAR_MODULES) or (not is_module and target in NONLINEAR_CALLS)):
             kind = type(target).__name__ if is_module else getattr(target, "__name__", target)

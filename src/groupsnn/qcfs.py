@@ -32,7 +32,8 @@ class QCFSFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:
         threshold = threshold.to(x.dtype)
-        y = quantize(x, levels / threshold, levels).mul_(threshold / levels)
+        # (n/L)·θ rather than n·(θ/L): the top level is then exactly θ, whatever the rounding
+        y = quantize(x, levels / threshold, levels).div_(levels).mul_(threshold)
         ctx.save_for_backward(x, threshold, y)
         return y
 
