@@ -1,15 +1,16 @@
 """Group Neuron on one membrane vs the τ-member Group Neuron as the paper describes it vs IF.
 
-    python benchmarks/neuron_speed.py [--shape 128 64 32 32] [--steps 8] [--repeats 3]
+    python benchmarks/neuron_speed.py [--shape 128 64 32 32] [--steps 8] [--threads N] [--compiled]
 
 Prints times and the ratios measured side by side in this one run (absolute times are noisy).
+``--compiled`` adds ``compiled_gn_step`` (``torch.compile``; compiling takes ~20 s per τ on a CPU).
 """
 import argparse
-import time
 
 import torch
 
-from groupsnn.neurons import gn_step, if_step
+from _timing import add_options, best_times, setup
+from groupsnn.neurons import compiled_gn_step, gn_step, if_step
 
 
 def tau_member_gn(x_steps, threshold, tau):
@@ -33,36 +34,38 @@ def run_steps(step, x_steps):
     return outs
 
 
-def best_time(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs="+", default=[128, 64, 32, 32])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--taus", type=int, nargs="+", default=[2, 4, 8])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compiled", action="store_true", help="also time compiled_gn_step")
+    add_options(parser, repeats=3)
     args = parser.parse_args()
+    print(f"input {tuple(args.shape)} x {args.steps} steps, {setup(args)}")
 
     torch.manual_seed(0)
     x_steps = [torch.randn(args.shape) * 0.5 for _ in range(args.steps)]
     theta = torch.tensor(1.0)
-    print(f"input {tuple(args.shape)} x {args.steps} steps, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}")
-    t_if = best_time(lambda: run_steps(lambda x, s: if_step(x, s, theta), x_steps), args.repeats)
-    print(f"IF                 {t_if * 1e3:8.1f} ms")
+    candidates = {"IF": lambda: run_steps(lambda x, s: if_step(x, s, theta), x_steps)}
     for tau in args.taus:
-        t_gn = best_time(lambda: run_steps(lambda x, s: gn_step(x, s, theta, tau), x_steps), args.repeats)
-        t_members = best_time(lambda: tau_member_gn(x_steps, 1.0, tau), args.repeats)
-        print(f"tau={tau}: GN {t_gn * 1e3:8.1f} ms   tau-member {t_members * 1e3:8.1f} ms   "
-              f"tau-member/GN = {t_members / t_gn:5.2f}x   GN/IF = {t_gn / t_if:4.2f}x")
+        candidates[f"GN {tau}"] = lambda tau=tau: run_steps(lambda x, s: gn_step(x, s, theta, tau), x_steps)
+        candidates[f"members {tau}"] = lambda tau=tau: tau_member_gn(x_steps, 1.0, tau)
+        if args.compiled:
+            candidates[f"compiled {tau}"] = lambda tau=tau: run_steps(
+                lambda x, s: compiled_gn_step(x, s, theta, tau), x_steps)
+    t = best_times(candidates, args.repeats, args.clock)
+
+    print(f"IF                 {t['IF'] * 1e3:8.1f} ms")
+    for tau in args.taus:
+        gn, members = t[f"GN {tau}"], t[f"members {tau}"]
+        line = (f"tau={tau}: GN {gn * 1e3:8.1f} ms   tau-member {members * 1e3:8.1f} ms   "
+                f"tau-member/GN = {members / gn:5.2f}x   GN/IF = {gn / t['IF']:4.2f}x")
+        if args.compiled:
+            compiled = t[f"compiled {tau}"]
+            line += (f"   compiled {compiled * 1e3:8.1f} ms   GN/compiled = {gn / compiled:4.2f}x   "
+                     f"tau-member/compiled = {members / compiled:5.2f}x")
+        print(line)
 
 
 if __name__ == "__main__":

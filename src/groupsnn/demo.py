@@ -4,12 +4,10 @@ import time
 from typing import Optional
 
 import torch
-from tqdm.auto import tqdm
 
 from . import data, models
-from .convert import convert, prepare
-from .report import accuracy_rows
-from .simulate import evaluate
+from .convert import prepare
+from .sweep import sweep
 from .train import TrainConfig, fit
 
 DEMO_MODELS = {"digits": "digits_cnn", "mnist1d": "mnist1d_cnn"}
@@ -38,15 +36,8 @@ def run_demo(dataset: str = "digits", levels: int = 8, epochs: int = 30, seed: i
     with accuracies in percent on the data set's fixed test split."""
     started = time.perf_counter()
     ann, test_loader = train_demo_ann(dataset, levels, epochs, seed=seed, progress=progress)
-    rows = []
-    configs = [("if", None)] + [("gn", tau) for tau in taus]
-    for neuron, tau in tqdm(configs, desc="convert + simulate", disable=not progress):
-        snn = convert(ann, neuron=neuron, tau=tau or 1)
-        rows += accuracy_rows(neuron, tau, evaluate(snn, test_loader, timesteps))
     return {
-        "ann_accuracy": round(evaluate(ann, test_loader, [1])[1], 4),
-        "levels": levels,
-        "snn": rows,
+        **sweep(ann, test_loader, taus, timesteps, progress),
         "dataset": dataset,
         "model": DEMO_MODELS[dataset],
         "epochs": epochs,

@@ -11,62 +11,83 @@ members that fire is ``floor(v)`` — one membrane, whatever τ. Its initial pot
 these units. Working in these units makes the first step compute exactly QCFS's float operations
 (``floor(x·L/θ + 1/2)``), so an SNN with τ = L at T = 1 *is* the QCFS network. The IF neuron is the
 classic one (threshold θ, starts at θ/2, reset by subtraction), which equals GN with τ = 1.
+``RateMaxPool`` is max-pooling between neurons, made exact on rates (``max_pool_step``).
 """
+import functools
 from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 
 
-
 class NeuronState(NamedTuple):
     v: torch.Tensor  # membrane potential in units of one spike (θ/τ for GN, θ for IF)
+
+
+def _integrate(x: torch.Tensor, state: Optional[NeuronState], scale: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """The membrane after input ``x``: ``x·scale + 1/2`` at the first step (QCFS's float ops), else
+    ``v + x·scale``, written into ``state.v`` when ``inplace``."""
+    if state is None:
+        v = x * scale
+        return v.add_(0.5)
+    return state.v.addcmul_(x, scale) if inplace else torch.addcmul(state.v, x, scale)
+
+
+def _fire(v: torch.Tensor, tau: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Spike counts ``clamp(floor(v), 0, τ)`` (into ``out`` if given); subtracts them from ``v``."""
+    spikes = torch.floor(v, out=out).clamp_(0, tau)
+    v -= spikes
+    return spikes
 
 
 def gn_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int):
     """One step of a Group Neuron with ``tau`` members; returns ``(out, spikes, new_state)``.
 
     ``spikes`` counts the members that fired (integers in [0, τ], as floats); ``out = spikes·θ/τ``.
-    ``state=None`` starts from the initial state.
+    ``state=None`` starts from the initial state. Pure: neither ``x`` nor ``state`` is modified.
     """
     threshold = threshold.to(x.dtype)
-    v = x * (tau / threshold)
-    v += 0.5 if state is None else state.v  # x·τ/θ + 1/2 at the first step: QCFS's float ops
-    spikes = torch.floor(v).clamp_(0, tau)
-    v -= spikes
-    return spikes * (threshold / tau), spikes, NeuronState(v)
+    v = _integrate(x, state, tau / threshold, inplace=False)
+    spikes = _fire(v, tau)
+    return spikes / tau * threshold, spikes, NeuronState(v)  # QCFS's ops: τ·θ/τ is exactly θ
 
 
 def if_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor):
-    """One step of an integrate-and-fire neuron; returns ``(out, spikes, new_state)``."""
-    threshold = threshold.to(x.dtype)
-    v = x * (1 / threshold)
-    v += 0.5 if state is None else state.v
-    spikes = (v >= 1).to(x.dtype)
-    v -= spikes
-    return spikes * threshold, spikes, NeuronState(v)
+    """One step of an integrate-and-fire neuron; returns ``(out, spikes, new_state)``.
+    It is the Group Neuron with one member: ``clamp(floor(v), 0, 1)`` is ``v >= 1``."""
+    return gn_step(x, state, threshold, 1)
 
 
-class SpikingNeuron(nn.Module):
-    """Stateful wrapper around a step function, SpikingJelly-style.
+@functools.cache
+def _compile_gn_step():
+    return torch.compile(gn_step)
+
+
+def compiled_gn_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int):
+    """``gn_step`` compiled by ``torch.compile`` into one fused pass over memory, for long runs.
+
+    The first call for each τ, dtype and shape compiles (about 20 s on a CPU, which needs a C++
+    compiler). Spike counts and states equal ``gn_step``'s up to float rounding.
+    """
+    return _compile_gn_step()(x, state, threshold, tau)
+
+
+class StatefulModule(nn.Module):
+    """A module of an SNN with state, SpikingJelly-style.
 
     ``step_mode="s"``: input ``[B, ...]`` is one time step. ``step_mode="m"``: input ``[T, B, ...]``
-    is T steps, run in order. The membrane persists across calls until ``reset()``.
+    is T steps, run in order. The state persists across calls until ``reset()``.
     """
 
-    def __init__(self, threshold, step_mode: str = "s"):
+    def __init__(self, step_mode: str = "s"):
         super().__init__()
         if step_mode not in ("s", "m"):
             raise ValueError(f"step_mode must be 's' (single step) or 'm' (multi step), got {step_mode!r}")
-        self.threshold = nn.Parameter(torch.as_tensor(threshold, dtype=torch.float32).detach().clone())
         self.step_mode = step_mode
-        self.state: Optional[NeuronState] = None
+        self.state: Optional[tuple] = None
 
     def reset(self) -> None:
         self.state = None
-
-    def step(self, x: torch.Tensor, state: Optional[NeuronState]):
-        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.step_mode == "s":
@@ -74,15 +95,50 @@ class SpikingNeuron(nn.Module):
         return torch.stack([self._single_step(x_t) for x_t in x])
 
     def _single_step(self, x: torch.Tensor) -> torch.Tensor:
-        out, _, self.state = self.step(x, self.state)
-        return out
+        """The output of one step from ``self.state``, which it advances."""
+        raise NotImplementedError
+
+
+class SpikingNeuron(StatefulModule):
+    """A Group Neuron of ``tau`` members (IF: one) with ``threshold`` θ; ``step(x, state) -> (out,
+    spikes, new_state)`` is ``gn_step``. ``compiled=True`` runs ``compiled_gn_step`` instead.
+
+    ``forward(x, inplace=True)`` (single-step mode, under ``torch.no_grad()``) writes the output into
+    ``x``, which must not be needed afterwards: no memory is allocated per step, as with
+    ``nn.ReLU(inplace=True)``. The membrane is always updated in place (the module owns its state).
+    """
+
+    tau = 1
+
+    def __init__(self, threshold, step_mode: str = "s", compiled: bool = False):
+        super().__init__(step_mode)
+        self.threshold = nn.Parameter(torch.as_tensor(threshold, dtype=torch.float32).detach().clone())
+        self.compiled = compiled
+
+    def step(self, x: torch.Tensor, state: Optional[NeuronState]):
+        return (compiled_gn_step if self.compiled else gn_step)(x, state, self.threshold, self.tau)
+
+    def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        if inplace and self.step_mode == "s" and not torch.is_grad_enabled():
+            return self._single_step(x, inplace=True)
+        return super().forward(x)
+
+    def _single_step(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        if self.compiled:
+            out, _, self.state = self.step(x, self.state)
+            return out
+        # gn_step's operations, in the buffers of the state and (if allowed) of the input
+        threshold = self.threshold.to(x.dtype)
+        v = _integrate(x, self.state, self.tau / threshold, inplace=True)
+        spikes = _fire(v, self.tau, out=x if inplace else None)
+        self.state = NeuronState(v)
+        if self.tau & (self.tau - 1) == 0:  # τ = 2^k: n/τ and θ/τ are exact, so n·(θ/τ) is (n/τ)·θ bit for bit
+            return spikes.mul_(threshold / self.tau)
+        return spikes.div_(self.tau).mul_(threshold)
 
 
 class IFNeuron(SpikingNeuron):
     """Integrate-and-fire neuron: threshold θ, membrane starts at θ/2, reset by subtraction."""
-
-    def step(self, x, state):
-        return if_step(x, state, self.threshold)
 
     def extra_repr(self) -> str:
         return f"step_mode={self.step_mode!r}"
@@ -91,14 +147,44 @@ class IFNeuron(SpikingNeuron):
 class GroupNeuron(SpikingNeuron):
     """Group Neuron of ``tau`` IF members (thresholds iθ/τ) sharing one membrane; see ``gn_step``."""
 
-    def __init__(self, threshold, tau: int, step_mode: str = "s"):
-        super().__init__(threshold, step_mode)
+    def __init__(self, threshold, tau: int, step_mode: str = "s", compiled: bool = False):
+        super().__init__(threshold, step_mode, compiled)
         if int(tau) != tau or tau < 1:
             raise ValueError(f"tau (members per Group Neuron) must be a positive integer, got {tau!r}")
         self.tau = int(tau)
 
-    def step(self, x, state):
-        return gn_step(x, state, self.threshold, self.tau)
-
     def extra_repr(self) -> str:
         return f"tau={self.tau}, step_mode={self.step_mode!r}"
+
+
+class PoolState(NamedTuple):
+    total: torch.Tensor   # the inputs summed over the steps so far
+    pooled: torch.Tensor  # pool(total)
+
+
+def max_pool_step(x: torch.Tensor, state: Optional[PoolState], pool: nn.Module):
+    """One step of max-pooling on rates; returns ``(out, new_state)``.
+
+    ``out`` is the increase of ``pool`` applied to the inputs summed so far, so the outputs of steps
+    1..T sum to ``pool(x_1 + ... + x_T)``: the pooled rate is exact at every T. (Max-pooling each
+    step's spikes alone over-counts: any spike in the window passes.) Step 1 is exactly ``pool(x)``;
+    the increase is at most the window's largest input, so spike counts stay within [0, τ].
+    """
+    if state is None:
+        pooled = pool(x)
+        return pooled, PoolState(x, pooled)
+    total = state.total + x
+    pooled = pool(total)
+    return pooled - state.pooled, PoolState(total, pooled)
+
+
+class RateMaxPool(StatefulModule):
+    """A max-pooling module ``pool`` of an SNN, applied to rates; see ``max_pool_step``."""
+
+    def __init__(self, pool: nn.Module, step_mode: str = "s"):
+        super().__init__(step_mode)
+        self.pool = pool
+
+    def _single_step(self, x: torch.Tensor) -> torch.Tensor:
+        out, self.state = max_pool_step(x, self.state, self.pool)
+        return out

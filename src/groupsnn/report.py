@@ -18,7 +18,8 @@ def format_table(results: dict) -> str:
     table: dict[tuple, dict[int, float]] = {}
     for r in results["snn"]:
         table.setdefault((r["neuron"], r["tau"]), {})[r["timesteps"]] = r["accuracy"]
-    lines = [f"QCFS ANN (L={results['levels']}): {results['ann_accuracy']:.2f} %",
+    ann = results.get("ann", f"QCFS ANN (L={results['levels']})")  # e.g. "ReLU ANN" (groupsnn convert)
+    lines = [f"{ann}: {results['ann_accuracy']:.2f} %",
              f"{'neuron':<10}" + "".join(f"{'T=' + str(t):>8}" for t in steps)]
     for (neuron, tau), accs in table.items():
         name = "IF" if neuron == "if" else f"GN τ={tau}"

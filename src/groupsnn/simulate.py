@@ -2,8 +2,16 @@
 
 The input is the same at every step, so everything computed before the first stateful module
 (usually the first conv + BN) is computed once and reused: ``StepRunner`` splits the traced graph
-into a static part, run once per input, and a dynamic part, run once per step.
+into a static part, run once per input, and a dynamic part, run once per step. In the dynamic part,
+a neuron whose input is a temporary (a conv, BatchNorm or linear output, or a sum, used by nothing
+else) writes its output into it, as ``nn.ReLU(inplace=True)`` does: a step allocates no memory for
+neurons, which matters on CPUs, where the neuron step is memory-bound.
+
+Running all T steps at once through the stateless layers (T folded into the batch) was measured
+no faster on CPU (ResNet-20, batch 64, T=4: 1.12-1.26x the time of T ReLU forwards, against
+1.10-1.17x step by step) and takes T times the memory, so steps run one by one.
 """
+import operator
 from typing import Iterable, Iterator, Optional, Sequence
 
 import torch
@@ -12,6 +20,11 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .convert import trace
+from .neurons import SpikingNeuron
+
+# modules and functions whose output is a new tensor (not a view or their input itself)
+_FRESH_MODULES = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.Linear)
+_FRESH_FUNCTIONS = {operator.add, torch.add}
 
 
 def reset(model: nn.Module) -> None:
@@ -46,8 +59,22 @@ def _split_static(model: nn.Module, graph: fx.Graph) -> tuple[fx.GraphModule, fx
     for node in graph.nodes:
         if node in dynamic:
             env[node] = dynamic_graph.node_copy(node, env.__getitem__)
+    _fire_in_place(model, dynamic_graph)
     # GraphModule shares (does not copy) the submodules, so neuron state lives in ``model``.
     return fx.GraphModule(model, static_graph), fx.GraphModule(model, dynamic_graph)
+
+
+def _fire_in_place(model: nn.Module, graph: fx.Graph) -> None:
+    """Call each neuron whose input is a temporary used by it alone with ``inplace=True``."""
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(model.get_submodule(node.target), SpikingNeuron):
+            continue
+        arg = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        fresh = isinstance(arg, fx.Node) and (
+            (arg.op == "call_module" and isinstance(model.get_submodule(arg.target), _FRESH_MODULES))
+            or (arg.op == "call_function" and arg.target in _FRESH_FUNCTIONS))
+        if fresh and len(arg.users) == 1:
+            node.kwargs = {"inplace": True}
 
 
 class StepRunner:

@@ -1,0 +1,134 @@
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+import groupsnn as gs
+from groupsnn.cli import main
+from groupsnn.stats import fan_out, layer_stats, spike_sources
+from groupsnn.train import RunConfig, TrainConfig, train
+
+
+def two_layer_network():
+    """Linear(2→3) → QCFS (L=2, θ=1) → Linear(3→2), no biases, known first-layer weights."""
+    net = nn.Sequential(nn.Linear(2, 3, bias=False), nn.ReLU(), nn.Linear(3, 2, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    return gs.prepare(net, levels=2, threshold=1.0).eval()
+
+
+def test_two_layer_network_matches_hand_computed_values():
+    ann = two_layer_network()
+    x = torch.tensor([[0.6, 0.2]])  # hidden input h = [0.6, 0.2, 0.8] at every step
+    stats = layer_stats(gs.convert(ann, "gn", tau=2), [x], timesteps=2, ann=ann)
+    # GN τ=2, θ=1, membrane in units of θ/τ = 0.5, starting at 1/2; each step adds 2h = [1.2, 0.4, 1.6]:
+    #   step 1: v = [1.7, 0.9, 2.1] -> spikes [1, 0, 2], v = [0.7, 0.9, 0.1], out [0.5, 0, 1]
+    #   step 2: v = [1.9, 1.3, 1.7] -> spikes [1, 1, 1], v = [0.9, 0.3, 0.7], out [0.5, 0.5, 0.5]
+    (layer,) = stats["layers"]
+    assert layer["layer"] == "1" and layer["neurons"] == 3
+    assert layer["firing_rate"] == pytest.approx(6 / (3 * 2))      # 6 member spikes, 3 neurons, 2 steps
+    assert layer["mean_output"] == pytest.approx(3.0 / 6)
+    assert layer["sops"] == pytest.approx(6 * 2)                   # each spike reaches 2 outputs
+    assert layer["macs"] == 3 * 2                                  # Linear(3→2) in the ANN
+    # ANN: QCFS(h) = 0.5·[1, 0, 2]; SNN averaged over 2 steps: [0.5, 0.25, 0.75]
+    assert layer["ann_mean_output"] == pytest.approx(1.5 / 3)
+    assert layer["conversion_mse"] == pytest.approx((0 + 0.25 ** 2 + 0.25 ** 2) / 3)
+    totals = stats["totals"]
+    assert totals["sops"] == pytest.approx(12)
+    assert totals["snn_macs"] == 6  # Linear(2→3) sees the input, once (before the first neuron)
+    assert totals["ann_macs"] == 12
+    assert totals["snn_energy_uj"] == pytest.approx((12 * 0.9 + 6 * 4.6) * 1e-6)
+    assert totals["ann_energy_uj"] == pytest.approx(12 * 4.6 * 1e-6)
+
+
+def test_if_neuron_spikes_and_energy_options():
+    ann = two_layer_network()
+    x = torch.tensor([[0.6, 0.2], [0.0, 0.0]])
+    stats = layer_stats(gs.convert(ann, "if"), [x], timesteps=2, ann=ann, ac_pj=1.0, mac_pj=10.0)
+    # IF, θ=1, v from 1/2, adds h each step. Sample 1: h = [0.6, 0.2, 0.8]:
+    #   step 1: v = [1.1, 0.7, 1.3] -> spikes [1, 0, 1], v = [0.1, 0.7, 0.3]
+    #   step 2: v = [0.7, 0.9, 1.1] -> spikes [0, 0, 1]
+    # Sample 2 (h = 0): no spikes.
+    (layer,) = stats["layers"]
+    assert stats["samples"] == 2
+    assert layer["firing_rate"] == pytest.approx(3 / (3 * 2 * 2))
+    assert layer["sops"] == pytest.approx(3 * 2 / 2)  # per sample
+    assert stats["totals"]["snn_energy_uj"] == pytest.approx((3 * 1.0 + 6 * 10.0) * 1e-6)
+
+
+def test_sops_count_the_fan_out_at_padded_borders():
+    net = nn.Sequential(nn.Conv1d(1, 1, 1, bias=False), nn.ReLU(), nn.Conv1d(1, 1, 3, padding=1, bias=False))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+    ann = gs.prepare(net, levels=1, threshold=1.0).eval()
+    x = torch.tensor([[[0.6, 0.2, 0.7, 0.9]]])  # IF at T=1: v = x + 1/2 -> spikes [1, 0, 1, 1]
+    stats = layer_stats(gs.convert(ann, "if"), [x], timesteps=1)
+    assert torch.equal(fan_out(net[2], torch.Size([1, 4])), torch.tensor([[2.0, 3.0, 3.0, 2.0]]))
+    (layer,) = stats["layers"]
+    assert layer["sops"] == pytest.approx(2 + 3 + 2)
+    assert layer["macs"] == 4 * 3  # dense hardware multiplies the padding too
+    assert layer["conversion_mse"] is None  # no ANN given
+
+
+def test_per_channel_thresholds_through_pooling_and_flatten():
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 5))
+    ann = gs.prepare(net, levels=4, threshold=1.0).eval()
+    ann[1].threshold.data = torch.tensor([1.0, 3.0]).view(2, 1, 1)
+    snn = gs.convert(ann, "gn", tau=4)
+    assert spike_sources(snn) == {"4": "1"}  # the linear layer is fed by the neurons' spikes
+    x = torch.randn(3, 1, 2, 2)
+    stats = layer_stats(snn, [x], timesteps=3)
+    spikes = sum(gs.simulate(snn[:2], x, 3).sum(0).sum((0, 2, 3)) / torch.tensor([0.25, 0.75]))
+    (layer,) = stats["layers"]
+    assert layer["firing_rate"] == pytest.approx(spikes.item() / (3 * 8 * 3))
+    # the average pool passes a quarter of each spike to the linear layer, whose fan-out is 5
+    assert layer["sops"] == pytest.approx(spikes.item() / 4 * 5 / 3)
+
+
+def test_gn_with_tau_equal_levels_at_one_step_has_no_conversion_error():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(64, 3))
+    ann = gs.prepare(net, levels=4, threshold=1.0).eval()
+    stats = layer_stats(gs.convert(ann, "gn", tau=4), [torch.randn(8, 1, 8, 8)], timesteps=1, ann=ann)
+    assert [r["conversion_mse"] for r in stats["layers"]] == [0.0, 0.0]
+    assert all(0 < r["firing_rate"] <= 4 for r in stats["layers"])
+
+
+def test_hooks_exist_only_during_the_run():
+    ann = two_layer_network()
+    snn = gs.convert(ann, "gn", tau=2)
+    layer_stats(snn, [torch.randn(2, 2)], timesteps=2, ann=ann)
+    bad = torch.tensor([[float("nan"), 0.0]])
+    with pytest.raises(ValueError, match="NaN"):
+        layer_stats(snn, [bad], timesteps=2, ann=ann)
+    assert not any(m._forward_hooks for model in (snn, ann) for m in model.modules())
+
+
+def test_a_network_without_neurons_is_refused():
+    with pytest.raises(ValueError, match="no spiking neurons"):
+        layer_stats(two_layer_network(), [torch.randn(1, 2)], timesteps=1)
+
+
+def test_stats_command_writes_json_and_firing_rate_plot(digits_checkpoint, tmp_path, capsys):
+    out = tmp_path / "stats"
+    assert main(["stats", str(digits_checkpoint), "--tau", "4", "--timesteps", "2", "--batches", "1",
+                 "--batch-size", "32", "--out", str(out)]) == 0
+    results = json.loads((out / "stats.json").read_text())
+    assert [(r["neuron"], r["tau"]) for r in results["snn"]] == [("gn", 4), ("if", None)]
+    for run in results["snn"]:
+        assert run["samples"] == 32 and run["timesteps"] == 2 and len(run["layers"]) == 7
+        assert all(r["conversion_mse"] >= 0 and r["sops"] >= 0 for r in run["layers"])
+    png = (out / "firing_rates.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "GN τ=4, 32 samples" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["stats", "sweep"])
+def test_plain_relu_checkpoint_is_a_one_line_error(command, tmp_path, capsys):
+    relu = train(RunConfig(model="digits_cnn", data="digits", levels=None, optim=TrainConfig(epochs=1)),
+                 tmp_path / "relu", progress=False)
+    assert main([command, str(relu), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "plain ReLU network" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
