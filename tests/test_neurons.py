@@ -38,14 +38,20 @@ def test_group_neuron_equals_tau_member_oracle_step_by_step(tau):
         assert all(torch.allclose(v, oracle.v[0]) for v in oracle.v)
 
 
-def test_if_neuron_equals_group_neuron_with_one_member():
-    th = torch.tensor(0.8)
+def test_if_neuron_equals_group_neuron_with_one_member_and_the_classic_if():
+    th = torch.tensor(0.8, dtype=torch.float64)
     s_if = s_gn = None
+    v_classic = torch.full((5000,), 0.4, dtype=torch.float64)  # classic IF: starts at θ/2
     for _ in range(30):
-        x = torch.randn(5000) * 0.7
+        x = torch.randn(5000, dtype=torch.float64) * 0.7
         out_if, spikes_if, s_if = if_step(x, s_if, th)
         out_gn, spikes_gn, s_gn = gn_step(x, s_gn, th, 1)
         assert torch.equal(out_if, out_gn) and torch.equal(spikes_if, spikes_gn) and torch.equal(s_if.v, s_gn.v)
+        v_classic = v_classic + x
+        fired = (v_classic >= th).double()  # spike when the membrane reaches θ, reset by subtraction
+        v_classic = v_classic - fired * th
+        assert torch.equal(spikes_if, fired)
+        torch.testing.assert_close(s_if.v * th, v_classic, rtol=0, atol=1e-12)
 
 
 def test_if_neuron_is_the_classic_one():

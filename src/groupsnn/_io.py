@@ -17,10 +17,20 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as err:  # disk full, file too large, no permission, ...
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(f"could not write {path} ({err.strerror or err}); nothing was changed there. "
+                      "Free some disk space or choose another output folder") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(folder: PathLike, name: str) -> None:
+    """Delete what a killed ``atomic_write(folder/name)`` left behind (it cannot clean up itself)."""
+    for tmp in Path(folder).glob(f".{name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def write_text(path: PathLike, text: str) -> Path:
@@ -31,8 +41,9 @@ def write_json(path: PathLike, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def prepare_out_dir(out_dir: PathLike, outputs: list[str], overwrite: bool) -> Path:
-    """Make ``out_dir``; refuse if it is a file, or if one of ``outputs`` exists and not ``overwrite``."""
+def check_out_dir(out_dir: PathLike, outputs: list[str], overwrite: bool) -> Path:
+    """Refuse ``out_dir`` if it is a file, or if one of ``outputs`` exists there and not ``overwrite``.
+    Nothing is created: the folder appears with the first file written into it."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output folder {out} is a file; choose another --out")
@@ -40,5 +51,4 @@ def prepare_out_dir(out_dir: PathLike, outputs: list[str], overwrite: bool) -> P
     if existing and not overwrite:
         raise FileExistsError(f"{out / existing[0]} exists; pass --overwrite to replace it, "
                               "or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     return out

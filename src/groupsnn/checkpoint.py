@@ -5,6 +5,7 @@ A checkpoint is a dict ``{"format": "groupsnn", "format_version", "meta", "model
 levels, data set, seed, package version), so ``load_model(path)`` needs nothing else. Training
 checkpoints add the optimiser, scheduler, AMP scaler and RNG states, and the epoch.
 """
+import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -19,6 +20,8 @@ from .convert import prepare
 
 FORMAT = "groupsnn"
 FORMAT_VERSION = 1
+# format_version -> function turning such a payload into the next version's; none older exist yet
+MIGRATIONS: dict = {}
 
 
 def make_meta(model: str, num_classes: int, levels: Optional[int], data: str, seed: int = 0,
@@ -32,7 +35,9 @@ def save_checkpoint(path: PathLike, model: nn.Module, meta: dict, **training_sta
     """Write ``model``'s weights with ``meta`` (and e.g. optimizer=..., epoch=...) atomically."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta,
                "model": model.state_dict(), **training_state}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    buffer = io.BytesIO()  # serialise first, so a full disk is an OSError of the plain write below
+    torch.save(payload, buffer)
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
 
 
 def load_checkpoint(path: PathLike) -> dict:
@@ -54,6 +59,12 @@ def load_checkpoint(path: PathLike) -> dict:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format {version!r}, newer than this groupsnn "
                          f"understands ({FORMAT_VERSION}); upgrade groupsnn")
+    while version < FORMAT_VERSION:
+        if version not in MIGRATIONS:
+            raise ValueError(f"{path} has the old checkpoint format {version}, which groupsnn "
+                             f"{payload.get('meta', {}).get('version', '?')} wrote and this one cannot "
+                             "read; retrain, or convert it with that groupsnn version")
+        payload, version = MIGRATIONS[version](payload), version + 1
     return payload
 
 

@@ -7,9 +7,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._io import prepare_out_dir, write_json
+from ._io import check_out_dir, write_json
 
 USER_ERRORS = (ValueError, OSError, ArithmeticError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, like every other user error (subcommand parsers inherit this)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _int_list(text: str) -> list[int]:
@@ -27,7 +44,7 @@ def _cmd_demo(args) -> None:
     from .plots import plot_accuracy_vs_timesteps
     from .report import format_table
 
-    out = prepare_out_dir(args.out, ["results.json", "accuracy_vs_T.png"], args.overwrite)
+    out = check_out_dir(args.out, ["results.json", "accuracy_vs_T.png"], args.overwrite)
     results = run_demo(args.data, levels=args.levels, epochs=args.epochs, seed=args.seed,
                        taus=args.taus, timesteps=args.timesteps)
     print(format_table(results))
@@ -57,21 +74,31 @@ def _test_loader(meta: dict, args):
     if splits.num_classes != meta["num_classes"]:
         raise ValueError(f"the checkpoint has {meta['num_classes']} classes, data set "
                          f"{args.data or meta['data']!r} has {splits.num_classes}; pass the right --data")
+    if meta.get("input_shape") and list(splits.input_shape) != list(meta["input_shape"]):
+        raise ValueError(f"the checkpoint's model takes inputs of shape {meta['input_shape']} ({meta['data']}), "
+                         f"data set {args.data!r} gives {list(splits.input_shape)}; pass the right --data")
     return data.make_loader(splits.test, args.batch_size, train=False, workers=args.workers)
 
 
-def _cmd_evaluate(args) -> None:
+def _load_qcfs(path: Path):
+    """``(ann, meta)`` of a checkpoint holding a QCFS network (one that converts to an SNN)."""
     from .checkpoint import load_model
+
+    ann, meta = load_model(path)
+    if not meta.get("levels"):
+        raise ValueError(f"{path} holds a plain ReLU network; convert it with "
+                         "`groupsnn convert --from-relu` (calibration) instead")
+    return ann, meta
+
+
+def _cmd_evaluate(args) -> None:
     from .convert import convert
     from .report import accuracy_rows, format_table, write_csv
     from .simulate import evaluate
 
     name = f"evaluate_{args.neuron}" + (f"_tau{args.tau}" if args.neuron == "gn" else "")
-    out = prepare_out_dir(args.out or Path(args.checkpoint).parent, [f"{name}.json", f"{name}.csv"], args.overwrite)
-    ann, meta = load_model(args.checkpoint)
-    if not meta.get("levels"):
-        raise ValueError(f"{args.checkpoint} holds a plain ReLU network; convert it with "
-                         "`groupsnn convert --from-relu` (calibration) instead")
+    out = check_out_dir(args.out or Path(args.checkpoint).parent, [f"{name}.json", f"{name}.csv"], args.overwrite)
+    ann, meta = _load_qcfs(args.checkpoint)
     loader = _test_loader(meta, args)
     snn = convert(ann, neuron=args.neuron, tau=args.tau)
     tau = args.tau if args.neuron == "gn" else None
@@ -84,23 +111,109 @@ def _cmd_evaluate(args) -> None:
     print(f"wrote {out / name}.json and .csv")
 
 
+def _cmd_convert(args) -> None:
+    from . import data, models
+    from .calibrate import calibrate
+    from .convert import convert
+    from .plots import plot_accuracy_vs_timesteps
+    from .report import accuracy_rows, format_table, write_csv
+    from .simulate import evaluate
+    from .train import load_relu_weights
+
+    if not args.from_relu.is_file():
+        raise FileNotFoundError(f"--from-relu: {args.from_relu} not found")
+    out = check_out_dir(args.out, ["results.json", "results.csv", "accuracy_vs_T.png"], args.overwrite)
+    splits = data.load(args.data, args.data_dir)
+    relu = models.create(args.model, num_classes=splits.num_classes, in_channels=splits.input_shape[0])
+    skipped = load_relu_weights(relu, args.from_relu)
+    if skipped:
+        raise ValueError(f"{args.from_relu}: {skipped[0]} has another shape than in {args.model!r} "
+                         f"with {splits.num_classes} classes; pass the right --model and --data")
+    calibration = data.make_loader(splits.train, args.batch_size, train=False, workers=args.workers)
+    test = data.make_loader(splits.test, args.batch_size, train=False, workers=args.workers)
+    ann = calibrate(relu, calibration, args.calibrate, per_channel=args.per_channel, levels=args.levels,
+                    batches=args.calibration_batches, maxpool=args.maxpool, fuse_bn=args.fuse_bn)
+    configs = ([("if", None)] if args.neuron in ("if", "both") else []) + \
+        ([("gn", tau) for tau in args.tau] if args.neuron in ("gn", "both") else [])
+    rows = []
+    for neuron, tau in configs:
+        snn = convert(ann, neuron, tau or 1)
+        rows += accuracy_rows(neuron, tau, evaluate(snn, test, args.timesteps, progress=True))
+    results = {"ann": "ReLU ANN", "ann_accuracy": round(evaluate(relu, test, [1])[1], 4), "levels": args.levels,
+               "snn": rows, "calibrated_ann_accuracy": round(evaluate(ann, test, [1])[1], 4),
+               "checkpoint": str(args.from_relu), "model": args.model, "data": args.data,
+               "percentile": args.calibrate, "per_channel": args.per_channel, "maxpool": args.maxpool,
+               "fuse_bn": args.fuse_bn}
+    print(format_table(results))
+    print(f"calibrated ANN ({args.calibrate}th percentile, L={args.levels or 'none: clip only'}): "
+          f"{results['calibrated_ann_accuracy']:.2f} %")
+    write_json(out / "results.json", results)
+    write_csv(out / "results.csv", rows)
+    plot_accuracy_vs_timesteps(results, out / "accuracy_vs_T.png",
+                               title=f"{args.model} on {args.data}, calibrated at {args.calibrate}%")
+    print(f"wrote {out / 'results.json'}, results.csv and accuracy_vs_T.png")
+
+
+def _cmd_sweep(args) -> None:
+    from .plots import plot_accuracy_vs_timesteps, plot_effect_of_tau
+    from .report import format_table, write_csv
+    from .sweep import sweep
+
+    files = ["sweep.json", "sweep.csv", "accuracy_vs_T.png", "effect_of_tau.png"]
+    out = check_out_dir(args.out or Path(args.checkpoint).parent, files, args.overwrite)
+    ann, meta = _load_qcfs(args.checkpoint)
+    results = {**sweep(ann, _test_loader(meta, args), args.taus, args.timesteps, progress=True),
+               "checkpoint": str(args.checkpoint), "model": meta["model"], "data": args.data or meta["data"]}
+    print(format_table(results))
+    write_json(out / "sweep.json", results)
+    write_csv(out / "sweep.csv", results["snn"])
+    title = f"{meta['model']} on {results['data']}, QCFS L={meta['levels']}"
+    plot_accuracy_vs_timesteps(results, out / "accuracy_vs_T.png", title)
+    plot_effect_of_tau(results, out / "effect_of_tau.png", title)
+    print(f"wrote {', '.join(files)} to {out}")
+
+
+def _cmd_stats(args) -> None:
+    from itertools import islice
+
+    from .convert import convert
+    from .plots import plot_firing_rates
+    from .stats import format_stats, layer_stats
+
+    out = check_out_dir(args.out or Path(args.checkpoint).parent, ["stats.json", "firing_rates.png"], args.overwrite)
+    ann, meta = _load_qcfs(args.checkpoint)
+    batches = list(islice(_test_loader(meta, args), args.batches))
+    runs = []
+    for neuron in (args.neuron, "if" if args.neuron == "gn" else "gn"):  # the other one for comparison
+        stats = layer_stats(convert(ann, neuron, args.tau), batches, args.timesteps, ann, args.ac_pj, args.mac_pj)
+        runs.append({"neuron": neuron, "tau": args.tau if neuron == "gn" else None, **stats})
+        print(("IF" if neuron == "if" else f"GN τ={args.tau}") + f", {stats['samples']} samples:")
+        print(format_stats(stats))
+    results = {"checkpoint": str(args.checkpoint), "model": meta["model"], "data": args.data or meta["data"],
+               "levels": meta["levels"], "snn": runs}
+    write_json(out / "stats.json", results)
+    plot_firing_rates(sorted(runs, key=lambda r: r["neuron"] != "if"), out / "firing_rates.png",
+                      title=f"{meta['model']} on {results['data']}, T={args.timesteps}")
+    print(f"wrote {out / 'stats.json'} and {out / 'firing_rates.png'}")
+
+
 def _add_data_options(parser: argparse.ArgumentParser, data_required: bool = False) -> None:
     parser.add_argument("--data", required=data_required, help="data set name (see groupsnn.data.list_datasets())")
     parser.add_argument("--data-dir", help="folder holding the data set files (nothing is downloaded)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=_positive_int, default=128)
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: automatic)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="groupsnn", description="ANN-to-SNN conversion with Group Neurons.")
+    parser = _Parser(prog="groupsnn", description="ANN-to-SNN conversion with Group Neurons.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="train a QCFS CNN on an embedded data set, compare IF and GN SNNs")
     demo.add_argument("--data", default="digits", choices=["digits", "mnist1d"])
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
-    demo.add_argument("--levels", type=int, default=8, help="QCFS quantisation levels L")
-    demo.add_argument("--epochs", type=int, default=30)
+    demo.add_argument("--levels", type=_positive_int, default=8, help="QCFS quantisation levels L")
+    demo.add_argument("--epochs", type=_positive_int, default=30)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--taus", type=_int_list, default=[1, 2, 4, 8], help="Group Neuron sizes, e.g. 1,2,4,8")
     demo.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
@@ -112,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_options(train, data_required=True)
     train.add_argument("--levels", type=int, default=8, help="QCFS levels L (0: train a plain ReLU network)")
     train.add_argument("--threshold", type=float, default=8.0, help="initial QCFS threshold")
-    train.add_argument("--epochs", type=int, default=300)
+    train.add_argument("--epochs", type=_positive_int, default=300)
     train.add_argument("--lr", type=float, default=0.1)
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=5e-4)
@@ -130,12 +243,54 @@ def _parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="accuracy of a checkpoint's SNN at several T")
     ev.add_argument("checkpoint", type=Path)
     ev.add_argument("--neuron", choices=["gn", "if"], default="gn")
-    ev.add_argument("--tau", type=int, default=4, help="Group Neuron members")
+    ev.add_argument("--tau", type=_positive_int, default=4, help="Group Neuron members")
     ev.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
     _add_data_options(ev)
     ev.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
     ev.add_argument("--overwrite", action="store_true")
     ev.set_defaults(run=_cmd_evaluate)
+
+    sw = commands.add_parser("sweep", help="accuracy of IF and GN of several sizes at several T, with plots")
+    sw.add_argument("checkpoint", type=Path)
+    sw.add_argument("--taus", type=_int_list, default=[1, 2, 4, 8], help="Group Neuron sizes, e.g. 1,2,4,8")
+    sw.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
+    _add_data_options(sw)
+    sw.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
+    sw.add_argument("--overwrite", action="store_true")
+    sw.set_defaults(run=_cmd_sweep)
+
+    st = commands.add_parser("stats", help="per-layer firing rates, synaptic operations, energy, conversion error")
+    st.add_argument("checkpoint", type=Path)
+    st.add_argument("--neuron", choices=["gn", "if"], default="gn", help="shown first; the other is compared")
+    st.add_argument("--tau", type=_positive_int, default=4, help="Group Neuron members")
+    st.add_argument("--timesteps", type=_positive_int, default=4, help="time steps T")
+    st.add_argument("--batches", type=_positive_int, default=4, help="test batches to run")
+    st.add_argument("--ac-pj", type=float, default=0.9, help="energy per accumulate, pJ (Horowitz 2014)")
+    st.add_argument("--mac-pj", type=float, default=4.6, help="energy per multiply-accumulate, pJ (Horowitz 2014)")
+    _add_data_options(st)
+    st.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
+    st.add_argument("--overwrite", action="store_true")
+    st.set_defaults(run=_cmd_stats)
+
+    cv = commands.add_parser("convert", help="calibrate a pretrained ReLU network (no retraining), compare SNNs")
+    cv.add_argument("--from-relu", type=Path, required=True, metavar="CKPT",
+                    help="state_dict (.pt) of a ReLU network of --model (or a groupsnn checkpoint of one)")
+    cv.add_argument("--model", required=True, help="registry name, e.g. digits_cnn, resnet18")
+    _add_data_options(cv, data_required=True)
+    cv.add_argument("--calibrate", type=float, default=99.9, metavar="PERCENTILE",
+                    help="threshold = this percentile of each activation (100: its maximum)")
+    cv.add_argument("--calibration-batches", type=_positive_int, default=10, help="training batches to calibrate on")
+    cv.add_argument("--per-channel", action="store_true", help="one threshold per channel")
+    cv.add_argument("--levels", type=int, help="quantise activations to L levels (default: clip only)")
+    cv.add_argument("--maxpool", choices=["keep", "avg"], default="keep",
+                    help="keep max-pooling (default) or replace it by average pooling")
+    cv.add_argument("--fuse-bn", action="store_true", help="fold BatchNorm into the preceding conv/linear")
+    cv.add_argument("--neuron", choices=["gn", "if", "both"], default="gn")
+    cv.add_argument("--tau", type=_int_list, default=[8], help="Group Neuron sizes, e.g. 4,8,16")
+    cv.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
+    cv.add_argument("--out", type=Path, default=Path("runs/convert"), help="output folder (default runs/convert)")
+    cv.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
+    cv.set_defaults(run=_cmd_convert)
     return parser
 
 

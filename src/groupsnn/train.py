@@ -7,6 +7,7 @@ never stopped. ``fit`` is the in-memory shortcut; ``train`` is the ``groupsnn tr
 """
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import data, models
-from ._io import PathLike, prepare_out_dir
+from ._io import PathLike, check_out_dir, remove_stale_temporaries
 from .checkpoint import load_checkpoint, make_meta, save_checkpoint
 from .convert import prepare
 from .qcfs import QCFS
@@ -202,7 +203,7 @@ def load_relu_weights(model: nn.Module, path: PathLike) -> list[str]:
     missing = sorted(own.keys() - state.keys())
     unexpected = sorted(state.keys() - own.keys())
     if missing or unexpected:
-        raise ValueError(f"--init-from {path} does not match the model: missing {missing[:3]}, "
+        raise ValueError(f"{path} does not match the model: missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}; give a state_dict of the same architecture")
     skipped = [k for k, v in state.items() if v.shape != own[k].shape]
     model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
@@ -224,7 +225,11 @@ def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Op
     try:
         out = Path(out_dir)
         if rank == 0 and not resume:
-            prepare_out_dir(out, [CHECKPOINT, METRICS], overwrite)
+            check_out_dir(out, [CHECKPOINT, METRICS], overwrite)
+        if init_from is not None and not Path(init_from).is_file():
+            raise FileNotFoundError(f"--init-from {init_from} not found; give a saved state_dict file")
+        if rank == 0:
+            remove_stale_temporaries(out, CHECKPOINT)
         if resume and not (out / CHECKPOINT).exists():
             raise FileNotFoundError(f"--resume: {out / CHECKPOINT} not found; run without --resume to start")
         saved = load_checkpoint(out / CHECKPOINT) if resume else None
@@ -235,6 +240,7 @@ def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Op
         splits = data.load(run.data, run.data_dir, augment=True)
         kwargs = {"in_channels": splits.input_shape[0], **run.model_kwargs}
         model = models.create(run.model, num_classes=splits.num_classes, **kwargs)
+        models.check_input_shape(model, splits.input_shape, f"model {run.model!r} on data set {run.data!r}")
         if init_from is not None and saved is None:
             for key in load_relu_weights(model, init_from):
                 if rank == 0:
@@ -257,14 +263,21 @@ def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Op
         if saved is not None:
             trainer.load_state_dict(saved)
         meta = make_meta(run.model, splits.num_classes, run.levels, run.data, run.optim.seed,
-                         model_kwargs=kwargs, run=asdict(run))
+                         model_kwargs=kwargs, input_shape=list(splits.input_shape), run=asdict(run))
 
         def checkpoint(t: Trainer) -> None:
             if rank == 0:
                 write_csv(out / METRICS, t.history, fields=list(t.history[0]))
                 save_checkpoint(out / CHECKPOINT, model, meta, **t.state_dict())
 
-        trainer.fit(test_loader, progress=progress and rank == 0, on_epoch_end=checkpoint)
+        try:
+            trainer.fit(test_loader, progress=progress and rank == 0, on_epoch_end=checkpoint)
+        except KeyboardInterrupt:
+            if rank == 0:
+                saved_note = f"{out / CHECKPOINT} holds epoch {trainer.epoch}; continue with --resume" \
+                    if trainer.epoch else "no epoch was completed, so there is no checkpoint yet"
+                print(f"\ninterrupted during epoch {trainer.epoch + 1}: {saved_note}", file=sys.stderr)
+            raise
         return out / CHECKPOINT
     finally:
         if dist.is_initialized():

@@ -1,6 +1,7 @@
 """A tiny model registry: ``@register_model`` on a factory, ``create(name, ...)`` to build one."""
 from typing import Callable, Dict
 
+import torch
 import torch.nn as nn
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
@@ -25,3 +26,17 @@ def create(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     except KeyError:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
     return factory(num_classes=num_classes, **kwargs)
+
+
+def check_input_shape(model: nn.Module, input_shape: tuple, what: str) -> None:
+    """Raise a clear ValueError if ``model`` cannot take one input of ``input_shape`` (no batch)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    except RuntimeError as err:
+        raise ValueError(f"{what}: the model cannot take inputs of shape {list(input_shape)} "
+                         f"({str(err).splitlines()[0][:150]}); pick a model made for this data") from None
+    finally:
+        model.train(was_training)

@@ -1,0 +1,122 @@
+"""Every user error of the CLI: exit code 2, one line `error: ...` naming problem and fix, no
+traceback, and no file changed."""
+import os
+import resource
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from groupsnn.train import RunConfig, TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    train(RunConfig(model="digits_cnn", data="digits", batch_size=64, optim=TrainConfig(epochs=1)),
+          root / "run", progress=False)
+    torch.save({"weights": torch.zeros(3)}, root / "foreign.pt")
+    (root / "garbage.pt").write_bytes(b"\x00not a checkpoint")
+    (root / "a_file").write_text("I am a file")
+    (root / "empty").mkdir()
+    (root / "relu.pt").write_bytes(b"")
+    return root
+
+
+def snapshot(root):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+CKPT = "{w}/run/checkpoint.pt"
+TRAIN = ["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "1"]
+CASES = {
+    # missing or unreadable files
+    "missing checkpoint": (["evaluate", "{w}/missing.pt"], "checkpoint {w}/missing.pt not found"),
+    "checkpoint is a folder": (["evaluate", "{w}/empty"], "is not a file"),
+    "garbage checkpoint": (["evaluate", "{w}/garbage.pt"], "not a readable groupsnn checkpoint"),
+    "foreign checkpoint": (["evaluate", "{w}/foreign.pt"], "not a groupsnn checkpoint"),
+    "missing relu weights": (["convert", "--from-relu", "{w}/missing.pt", "--model", "digits_cnn",
+                              "--data", "digits", "--out", "{w}/conv"], "not found"),
+    "missing init-from": (TRAIN + ["--init-from", "{w}/missing.pt", "--out", "{w}/new"], "missing.pt"),
+    # unknown names
+    "unknown model": (["train", "--model", "resnet99", "--data", "digits", "--out", "{w}/new"],
+                      "unknown model 'resnet99'; known models: digits_cnn"),
+    "unknown data set": (["train", "--model", "digits_cnn", "--data", "svhn", "--out", "{w}/new"],
+                         "unknown data set 'svhn'; known data sets:"),
+    "unknown data set at evaluate": (["evaluate", CKPT, "--data", "svhn"], "unknown data set 'svhn'"),
+    "unknown neuron": (["evaluate", CKPT, "--neuron", "lif"], "invalid choice: 'lif'"),
+    "unknown demo data": (["demo", "--data", "cifar10"], "invalid choice: 'cifar10'"),
+    # bad numbers
+    "tau zero": (["evaluate", CKPT, "--tau", "0"], "expected a positive integer, got '0'"),
+    "tau negative": (["evaluate", CKPT, "--tau", "-2"], "expected a positive integer, got '-2'"),
+    "tau not a number": (["evaluate", CKPT, "--tau", "four"], "expected a positive integer, got 'four'"),
+    "demo taus zero": (["demo", "--taus", "2,0"], "positive integers"),
+    "empty timesteps": (["evaluate", CKPT, "--timesteps", ""], "positive integers like 1,2,4, got ''"),
+    "malformed timesteps": (["evaluate", CKPT, "--timesteps", "1,two"], "comma-separated integers"),
+    "zero timesteps": (["evaluate", CKPT, "--timesteps", "0,1"], "positive integers"),
+    "zero epochs": (["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "0", "--out", "{w}/new"],
+                    "expected a positive integer"),
+    "zero batch size": (TRAIN + ["--batch-size", "0", "--out", "{w}/new"], "expected a positive integer"),
+    # model and data do not fit
+    "1-D model on images": (["train", "--model", "mnist1d_cnn", "--data", "digits", "--out", "{w}/new"],
+                            "cannot take inputs of shape [1, 8, 8]"),
+    "checkpoint on other inputs": (["evaluate", CKPT, "--data", "mnist1d"], "takes inputs of shape [1, 8, 8]"),
+    # data folders with the wrong layout
+    "cifar10 layout": (["train", "--model", "resnet20", "--data", "cifar10", "--data-dir", "{w}/empty",
+                        "--out", "{w}/new"], "cifar-10-batches-py"),
+    "cifar100 layout": (["train", "--model", "resnet20", "--data", "cifar100", "--data-dir", "{w}/empty",
+                         "--out", "{w}/new"], "cifar-100-python"),
+    "image folder layout": (["train", "--model", "resnet20", "--data", "cifar10-folder", "--data-dir",
+                             "{w}/empty", "--out", "{w}/new"], "train.tar.gz"),
+    "imagenet layout": (["train", "--model", "resnet18", "--data", "imagenet", "--data-dir", "{w}/empty",
+                         "--out", "{w}/new"], "train/"),
+    # outputs
+    "demo out is a file": (["demo", "--out", "{w}/a_file"], "output folder {w}/a_file is a file"),
+    "train out is a file": (TRAIN + ["--out", "{w}/a_file"], "is a file"),
+    "evaluate out is a file": (["evaluate", CKPT, "--out", "{w}/a_file"], "is a file"),
+    "train over an earlier run": (TRAIN + ["--out", "{w}/run"], "exists; pass --overwrite"),
+    "resume without a run": (TRAIN + ["--out", "{w}/empty", "--resume"], "--resume: {w}/empty/checkpoint.pt not found"),
+    "resume with other settings": (TRAIN[:-1] + ["2", "--out", "{w}/run", "--resume"], "different settings"),
+    "relu checkpoint is not a groupsnn one": (["evaluate", "{w}/relu.pt"], "not a readable groupsnn checkpoint"),
+}
+
+
+def run_cli(args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "groupsnn.cli", *args], capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_user_error_is_one_line_exit_2_and_changes_nothing(workspace, case):
+    args, message = CASES[case]
+    fill = lambda text: text.replace("{w}", str(workspace))  # noqa: E731
+    before = snapshot(workspace)
+    proc = run_cli([fill(a) for a in args], cwd=workspace)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert fill(message) in lines[0]
+    assert snapshot(workspace) == before
+
+
+def test_debug_shows_the_traceback(workspace):
+    proc = run_cli(["--debug", "evaluate", str(workspace / "foreign.pt")])
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_disk_full_on_save_is_a_clear_error_and_leaves_no_partial_file(tmp_path):
+    limit = 64 * 1024  # the digits checkpoint is ~4 MB: its write fails like on a full disk
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "groupsnn.cli", *TRAIN, "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, preexec_fn=small_disk, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: could not write") and "checkpoint.pt" in line and "disk space" in line
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not list((tmp_path / "run").glob(".*.tmp"))

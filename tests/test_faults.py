@@ -1,0 +1,108 @@
+"""Faults: killed or interrupted training, diverging loss, old or foreign checkpoints."""
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import groupsnn.train as train_module
+from groupsnn.checkpoint import FORMAT_VERSION, load_checkpoint, load_model, save_checkpoint
+from groupsnn.train import RunConfig, TrainConfig, train
+
+TRAIN = ["-m", "groupsnn.cli", "train", "--model", "digits_cnn", "--data", "digits", "--epochs", "3",
+         "--batch-size", "64", "--seed", "3"]
+
+
+def start_training(out, *extra):
+    return subprocess.Popen([sys.executable, *TRAIN, "--out", str(out), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_weights(tmp_path, seed):
+    full = start_training(tmp_path / "full")
+    assert full.wait(timeout=300) == 0, full.stderr.read()
+
+    victim, checkpoint = start_training(tmp_path / "killed"), tmp_path / "killed" / "checkpoint.pt"
+    while not checkpoint.exists():  # epoch 1 is done; kill somewhere in epochs 2-3 or a save
+        assert victim.poll() is None, victim.stderr.read()
+        time.sleep(0.01)
+    time.sleep(random.Random(seed).uniform(0.0, 1.0))
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    load_checkpoint(checkpoint)  # whatever moment the kill hit, the file on disk is whole
+    again = start_training(tmp_path / "killed", "--resume")
+    assert again.wait(timeout=300) == 0, again.stderr.read()
+
+    expected, got = weights(tmp_path / "full" / "checkpoint.pt"), weights(checkpoint)
+    assert all(torch.equal(got[k], v) for k, v in expected.items())
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == ["checkpoint.pt", "metrics.csv"]
+
+
+def test_sigint_stops_cleanly_and_says_how_to_resume(tmp_path):
+    proc = start_training(tmp_path)
+    deadline = time.time() + 120
+    while not (tmp_path / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("training finished before the interrupt arrived")
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "interrupted during epoch" in err and "--resume" in err
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] >= 1
+
+
+def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_loss, calls = train_module.F.cross_entropy, []
+
+    def loss_that_explodes_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) > 22 else loss  # digits: 22 batches per epoch
+
+    monkeypatch.setattr(train_module.F, "cross_entropy", loss_that_explodes_in_epoch_2)
+    run = RunConfig(model="digits_cnn", data="digits", batch_size=64, optim=TrainConfig(epochs=3))
+    with pytest.raises(FloatingPointError, match="loss is nan at epoch 2, step 1"):
+        train(run, tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+def test_old_checkpoint_format_is_refused_clearly(tmp_path):
+    path = save_checkpoint(tmp_path / "old.pt", torch.nn.Linear(2, 2), {"model": "x", "version": "0.0.1"})
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = FORMAT_VERSION - 1
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="old checkpoint format 0, which groupsnn 0.0.1 wrote"):
+        load_checkpoint(path)
+    payload["format_version"] = FORMAT_VERSION + 1
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="newer than this groupsnn understands"):
+        load_checkpoint(path)
+
+
+def test_wrong_architecture_weights_are_refused_clearly(tmp_path):
+    run = RunConfig(model="digits_cnn", data="digits", batch_size=64, optim=TrainConfig(epochs=1))
+    payload = load_checkpoint(train(run, tmp_path, progress=False))
+    payload["meta"]["model"] = "mnist1d_cnn"
+    torch.save(payload, tmp_path / "swapped.pt")
+    with pytest.raises(ValueError, match="weights do not fit model 'mnist1d_cnn'"):
+        load_model(tmp_path / "swapped.pt")
+
+
+def test_a_checkpoint_cannot_run_code_when_loaded(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open(%r, 'w').write('pwned')" % str(tmp_path / "pwned"),))
+
+    torch.save({"format": "groupsnn", "payload": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="not a readable groupsnn checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()
