@@ -16,6 +16,8 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     train(RunConfig(model="digits_cnn", data="digits", batch_size=64, optim=TrainConfig(epochs=1)),
           root / "run", progress=False)
+    train(RunConfig(model="digits_cnn", data="digits", batch_size=64, levels=None, optim=TrainConfig(epochs=1)),
+          root / "relu_run", progress=False)
     torch.save({"weights": torch.zeros(3)}, root / "foreign.pt")
     (root / "garbage.pt").write_bytes(b"\x00not a checkpoint")
     (root / "a_file").write_text("I am a file")
@@ -79,6 +81,23 @@ CASES = {
     "resume without a run": (TRAIN + ["--out", "{w}/empty", "--resume"], "--resume: {w}/empty/checkpoint.pt not found"),
     "resume with other settings": (TRAIN[:-1] + ["2", "--out", "{w}/run", "--resume"], "different settings"),
     "relu checkpoint is not a groupsnn one": (["evaluate", "{w}/relu.pt"], "not a readable groupsnn checkpoint"),
+    # analysis commands
+    "sweep missing checkpoint": (["sweep", "{w}/missing.pt"], "not found"),
+    "sweep tau zero": (["sweep", CKPT, "--taus", "1,0"], "positive integers"),
+    "sweep empty timesteps": (["sweep", CKPT, "--timesteps", ","], "positive integers"),
+    "sweep out is a file": (["sweep", CKPT, "--out", "{w}/a_file"], "is a file"),
+    "sweep of a plain ReLU network": (["sweep", "{w}/relu_run/checkpoint.pt"], "holds a plain ReLU network"),
+    "stats of a plain ReLU network": (["stats", "{w}/relu_run/checkpoint.pt"], "holds a plain ReLU network"),
+    "stats unknown neuron": (["stats", CKPT, "--neuron", "lif"], "invalid choice: 'lif'"),
+    "stats tau zero": (["stats", CKPT, "--tau", "0"], "expected a positive integer"),
+    "stats negative energy": (["stats", CKPT, "--ac-pj", "-1"], "expected a positive number"),
+    "stats foreign checkpoint": (["stats", "{w}/foreign.pt"], "not a groupsnn checkpoint"),
+    "convert unknown model": (["convert", "--from-relu", "{w}/relu_run/checkpoint.pt", "--model", "nope",
+                               "--data", "digits", "--out", "{w}/conv"], "unknown model 'nope'"),
+    "convert tau zero": (["convert", "--from-relu", "{w}/relu_run/checkpoint.pt", "--model", "digits_cnn",
+                          "--data", "digits", "--tau", "0", "--out", "{w}/conv"], "positive integers"),
+    "convert bad percentile": (["convert", "--from-relu", "{w}/relu_run/checkpoint.pt", "--model", "digits_cnn",
+                                "--data", "digits", "--calibrate", "120", "--out", "{w}/conv"], "percentile"),
 }
 
 

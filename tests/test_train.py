@@ -119,3 +119,10 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_resnets_get_the_cifar_stem_on_small_images():
+    assert train_module.default_model_kwargs("resnet18", (3, 32, 32)) == {"in_channels": 3, "stem": "cifar"}
+    assert train_module.default_model_kwargs("resnet34", (3, 224, 224)) == {"in_channels": 3}
+    assert train_module.default_model_kwargs("resnet20", (3, 32, 32)) == {"in_channels": 3}
+    assert train_module.default_model_kwargs("mnist1d_cnn", (1, 40)) == {"in_channels": 1}

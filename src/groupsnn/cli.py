@@ -29,6 +29,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -265,8 +275,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--tau", type=_positive_int, default=4, help="Group Neuron members")
     st.add_argument("--timesteps", type=_positive_int, default=4, help="time steps T")
     st.add_argument("--batches", type=_positive_int, default=4, help="test batches to run")
-    st.add_argument("--ac-pj", type=float, default=0.9, help="energy per accumulate, pJ (Horowitz 2014)")
-    st.add_argument("--mac-pj", type=float, default=4.6, help="energy per multiply-accumulate, pJ (Horowitz 2014)")
+    st.add_argument("--ac-pj", type=_positive_float, default=0.9, help="energy per accumulate, pJ (Horowitz 2014)")
+    st.add_argument("--mac-pj", type=_positive_float, default=4.6, help="energy per multiply-accumulate, pJ (Horowitz 2014)")
     _add_data_options(st)
     st.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
     st.add_argument("--overwrite", action="store_true")

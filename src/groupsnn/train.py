@@ -210,6 +210,14 @@ def load_relu_weights(model: nn.Module, path: PathLike) -> list[str]:
     return skipped
 
 
+def default_model_kwargs(model: str, input_shape: tuple) -> dict:
+    """The data's input channels, and for ResNet-18/34 on small images (CIFAR) the CIFAR stem."""
+    kwargs = {"in_channels": input_shape[0]}
+    if "stem" in models.factory_parameters(model) and len(input_shape) == 3 and max(input_shape[1:]) <= 64:
+        kwargs["stem"] = "cifar"  # 3x3 stride-1 first conv, no max-pool: the usual CIFAR ResNet
+    return kwargs
+
+
 def _check_resumable(saved: dict, run: RunConfig, path: Path) -> None:
     now = asdict(run)
     changed = [k for k in now if k not in _FREE_ON_RESUME and saved.get(k) != now[k]]
@@ -238,7 +246,7 @@ def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Op
 
         torch.manual_seed(run.optim.seed)
         splits = data.load(run.data, run.data_dir, augment=True)
-        kwargs = {"in_channels": splits.input_shape[0], **run.model_kwargs}
+        kwargs = {**default_model_kwargs(run.model, splits.input_shape), **run.model_kwargs}
         model = models.create(run.model, num_classes=splits.num_classes, **kwargs)
         models.check_input_shape(model, splits.input_shape, f"model {run.model!r} on data set {run.data!r}")
         if init_from is not None and saved is None:

@@ -1,4 +1,5 @@
 """A tiny model registry: ``@register_model`` on a factory, ``create(name, ...)`` to build one."""
+import inspect
 from typing import Callable, Dict
 
 import torch
@@ -19,13 +20,21 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
-    """Build the registered model ``name`` (a plain ReLU network; pass it to ``groupsnn.prepare``)."""
+def _factory(name: str) -> Callable[..., nn.Module]:
     try:
-        factory = _MODELS[name]
+        return _MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
-    return factory(num_classes=num_classes, **kwargs)
+
+
+def factory_parameters(name: str) -> set[str]:
+    """The keyword arguments model ``name`` accepts (e.g. to know whether it takes ``stem``)."""
+    return set(inspect.signature(_factory(name)).parameters)
+
+
+def create(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
+    """Build the registered model ``name`` (a plain ReLU network; pass it to ``groupsnn.prepare``)."""
+    return _factory(name)(num_classes=num_classes, **kwargs)
 
 
 def check_input_shape(model: nn.Module, input_shape: tuple, what: str) -> None:
