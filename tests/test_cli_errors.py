@@ -23,6 +23,13 @@ def workspace(tmp_path_factory):
     (root / "a_file").write_text("I am a file")
     (root / "empty").mkdir()
     (root / "relu.pt").write_bytes(b"")
+    torch.save(torch.zeros(3), root / "tensor.pt")
+    (root / "cifar" / "cifar-10-batches-py").mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (root / "cifar" / "cifar-10-batches-py" / name).write_bytes(b"\x80\x04truncated")
+    (root / "tars").mkdir()
+    for split in ("train", "test"):
+        (root / "tars" / f"{split}.tar.gz").write_bytes(b"\x1f\x8b broken gzip")
     return root
 
 
@@ -78,6 +85,16 @@ CASES = {
     "train out is a file": (TRAIN + ["--out", "{w}/a_file"], "is a file"),
     "evaluate out is a file": (["evaluate", CKPT, "--out", "{w}/a_file"], "is a file"),
     "train over an earlier run": (TRAIN + ["--out", "{w}/run"], "exists; pass --overwrite"),
+    "garbage init-from": (TRAIN + ["--init-from", "{w}/garbage.pt", "--out", "{w}/new"],
+                          "not a readable groupsnn state_dict"),
+    "init-from holds a tensor": (TRAIN + ["--init-from", "{w}/tensor.pt", "--out", "{w}/new"], "holds no state_dict"),
+    "truncated cifar batch": (["train", "--model", "resnet20", "--data", "cifar10", "--data-dir", "{w}/cifar",
+                               "--out", "{w}/new"], "not a readable CIFAR batch"),
+    "corrupt tar archive": (["train", "--model", "resnet20", "--data", "cifar10-folder", "--data-dir", "{w}/tars",
+                             "--out", "{w}/new"], "tars/train.tar.gz"),
+    "convert 1-D model on images": (["convert", "--from-relu", "{w}/relu_run/checkpoint.pt", "--model",
+                                     "mnist1d_cnn", "--data", "digits", "--out", "{w}/conv"],
+                                    "cannot take inputs of shape [1, 8, 8]"),
     "resume without a run": (TRAIN + ["--out", "{w}/empty", "--resume"], "--resume: {w}/empty/checkpoint.pt not found"),
     "resume with other settings": (TRAIN[:-1] + ["2", "--out", "{w}/run", "--resume"], "different settings"),
     "relu checkpoint is not a groupsnn one": (["evaluate", "{w}/relu.pt"], "not a readable groupsnn checkpoint"),

@@ -70,3 +70,9 @@ def test_reset_clears_every_neuron():
     assert all(m.state is not None for m in snn.modules() if isinstance(m, gs.GroupNeuron))
     gs.reset(snn)
     assert all(m.state is None for m in snn.modules() if isinstance(m, gs.GroupNeuron))
+
+
+def test_multi_step_neurons_are_refused_rather_than_mixing_the_batch_into_time():
+    ann = gs.prepare(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), levels=4)
+    with pytest.raises(ValueError, match="multi-step mode"):
+        gs.simulate(gs.convert(ann, step_mode="m"), torch.randn(3, 4), 2)

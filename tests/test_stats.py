@@ -118,7 +118,11 @@ def test_stats_command_writes_json_and_firing_rate_plot(digits_checkpoint, tmp_p
     assert [(r["neuron"], r["tau"]) for r in results["snn"]] == [("gn", 4), ("if", None)]
     for run in results["snn"]:
         assert run["samples"] == 32 and run["timesteps"] == 2 and len(run["layers"]) == 7
-        assert all(r["conversion_mse"] >= 0 and r["sops"] >= 0 for r in run["layers"])
+    gn, if_ = (run["layers"] for run in results["snn"])
+    # τ·T = 8 = L: GN's time-averaged outputs track the ANN far better than IF's (a silent layer
+    # of this one-epoch network can have zero error in both)
+    assert all(g["conversion_mse"] <= i["conversion_mse"] for g, i in zip(gn, if_))
+    assert sum(g["conversion_mse"] for g in gn) < 0.5 * sum(i["conversion_mse"] for i in if_)
     png = (out / "firing_rates.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert "GN τ=4, 32 samples" in capsys.readouterr().out

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Callable, Union
 
 PathLike = Union[str, os.PathLike]
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
@@ -16,6 +18,9 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file a new file's usual mode
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the data reach the disk before the name does
         os.replace(tmp, path)
     except OSError as err:  # disk full, file too large, no permission, ...
         Path(tmp).unlink(missing_ok=True)

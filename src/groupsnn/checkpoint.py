@@ -20,8 +20,6 @@ from .convert import prepare
 
 FORMAT = "groupsnn"
 FORMAT_VERSION = 1
-# format_version -> function turning such a payload into the next version's; none older exist yet
-MIGRATIONS: dict = {}
 
 
 def make_meta(model: str, num_classes: int, levels: Optional[int], data: str, seed: int = 0,
@@ -40,18 +38,22 @@ def save_checkpoint(path: PathLike, model: nn.Module, meta: dict, **training_sta
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
 
 
-def load_checkpoint(path: PathLike) -> dict:
-    """Read a groupsnn checkpoint safely (no code from the file runs); clear errors otherwise."""
+def read_torch_file(path: PathLike, what: str = "checkpoint"):
+    """``torch.load`` with ``weights_only=True`` (no code from the file runs) and one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found" if not path.exists()
-                                else f"checkpoint {path} is not a file")
+        raise FileNotFoundError(f"{what} {path} not found" if not path.exists() else f"{what} {path} is not a file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path} is not a readable groupsnn checkpoint (truncated, corrupt or not "
+        raise ValueError(f"{path} is not a readable groupsnn {what} (truncated, corrupt or not "
                          f"a torch file: {first_line[:120]})") from None
+
+
+def load_checkpoint(path: PathLike) -> dict:
+    """Read a groupsnn checkpoint safely (no code from the file runs); clear errors otherwise."""
+    payload = read_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a groupsnn checkpoint (no groupsnn metadata); "
                          "for a plain ReLU state_dict use --init-from or --from-relu")
@@ -59,12 +61,10 @@ def load_checkpoint(path: PathLike) -> dict:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format {version!r}, newer than this groupsnn "
                          f"understands ({FORMAT_VERSION}); upgrade groupsnn")
-    while version < FORMAT_VERSION:
-        if version not in MIGRATIONS:
-            raise ValueError(f"{path} has the old checkpoint format {version}, which groupsnn "
-                             f"{payload.get('meta', {}).get('version', '?')} wrote and this one cannot "
-                             "read; retrain, or convert it with that groupsnn version")
-        payload, version = MIGRATIONS[version](payload), version + 1
+    if version < FORMAT_VERSION:  # no older format exists yet; a migration would go here
+        raise ValueError(f"{path} has the old checkpoint format {version}, which groupsnn "
+                         f"{payload.get('meta', {}).get('version', '?')} wrote and this one cannot "
+                         "read; retrain, or convert it with that groupsnn version")
     return payload
 
 

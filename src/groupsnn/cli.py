@@ -128,13 +128,15 @@ def _cmd_convert(args) -> None:
     from .plots import plot_accuracy_vs_timesteps
     from .report import accuracy_rows, format_table, write_csv
     from .simulate import evaluate
-    from .train import load_relu_weights
+    from .train import default_model_kwargs, load_relu_weights
 
     if not args.from_relu.is_file():
         raise FileNotFoundError(f"--from-relu: {args.from_relu} not found")
     out = check_out_dir(args.out, ["results.json", "results.csv", "accuracy_vs_T.png"], args.overwrite)
     splits = data.load(args.data, args.data_dir)
-    relu = models.create(args.model, num_classes=splits.num_classes, in_channels=splits.input_shape[0])
+    relu = models.create(args.model, num_classes=splits.num_classes,
+                         **default_model_kwargs(args.model, splits.input_shape))
+    models.check_input_shape(relu, splits.input_shape, f"model {args.model!r} on data set {args.data!r}")
     skipped = load_relu_weights(relu, args.from_relu)
     if skipped:
         raise ValueError(f"{args.from_relu}: {skipped[0]} has another shape than in {args.model!r} "
@@ -214,6 +216,17 @@ def _add_data_options(parser: argparse.ArgumentParser, data_required: bool = Fal
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: automatic)")
 
 
+def _checkpoint_command(commands, name: str, help: str, run) -> argparse.ArgumentParser:
+    """A subcommand that reads a ``groupsnn train`` checkpoint and writes results beside it."""
+    parser = commands.add_parser(name, help=help)
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint written by groupsnn train")
+    _add_data_options(parser)
+    parser.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
+    parser.add_argument("--overwrite", action="store_true", help="replace earlier outputs in --out")
+    parser.set_defaults(run=run)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="groupsnn", description="ANN-to-SNN conversion with Group Neurons.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -250,37 +263,24 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     train.set_defaults(run=_cmd_train)
 
-    ev = commands.add_parser("evaluate", help="accuracy of a checkpoint's SNN at several T")
-    ev.add_argument("checkpoint", type=Path)
+    ev = _checkpoint_command(commands, "evaluate", "accuracy of a checkpoint's SNN at several T", _cmd_evaluate)
     ev.add_argument("--neuron", choices=["gn", "if"], default="gn")
     ev.add_argument("--tau", type=_positive_int, default=4, help="Group Neuron members")
     ev.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
-    _add_data_options(ev)
-    ev.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
-    ev.add_argument("--overwrite", action="store_true")
-    ev.set_defaults(run=_cmd_evaluate)
 
-    sw = commands.add_parser("sweep", help="accuracy of IF and GN of several sizes at several T, with plots")
-    sw.add_argument("checkpoint", type=Path)
+    sw = _checkpoint_command(commands, "sweep", "accuracy of IF and GN of several sizes at several T, with plots",
+                             _cmd_sweep)
     sw.add_argument("--taus", type=_int_list, default=[1, 2, 4, 8], help="Group Neuron sizes, e.g. 1,2,4,8")
     sw.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
-    _add_data_options(sw)
-    sw.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
-    sw.add_argument("--overwrite", action="store_true")
-    sw.set_defaults(run=_cmd_sweep)
 
-    st = commands.add_parser("stats", help="per-layer firing rates, synaptic operations, energy, conversion error")
-    st.add_argument("checkpoint", type=Path)
+    st = _checkpoint_command(commands, "stats", "per-layer firing rates, synaptic operations, energy, "
+                             "conversion error", _cmd_stats)
     st.add_argument("--neuron", choices=["gn", "if"], default="gn", help="shown first; the other is compared")
     st.add_argument("--tau", type=_positive_int, default=4, help="Group Neuron members")
     st.add_argument("--timesteps", type=_positive_int, default=4, help="time steps T")
     st.add_argument("--batches", type=_positive_int, default=4, help="test batches to run")
     st.add_argument("--ac-pj", type=_positive_float, default=0.9, help="energy per accumulate, pJ (Horowitz 2014)")
     st.add_argument("--mac-pj", type=_positive_float, default=4.6, help="energy per multiply-accumulate, pJ (Horowitz 2014)")
-    _add_data_options(st)
-    st.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
-    st.add_argument("--overwrite", action="store_true")
-    st.set_defaults(run=_cmd_stats)
 
     cv = commands.add_parser("convert", help="calibrate a pretrained ReLU network (no retraining), compare SNNs")
     cv.add_argument("--from-relu", type=Path, required=True, metavar="CKPT",

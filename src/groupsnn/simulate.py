@@ -81,6 +81,9 @@ class StepRunner:
     """Runs ``model`` for T steps on one input, computing its step-independent part once."""
 
     def __init__(self, model: nn.Module):
+        if any(getattr(m, "step_mode", "s") != "s" for m in model.modules()):
+            raise ValueError("the SNN has modules in multi-step mode (step_mode='m'); simulate() and "
+                             "evaluate() feed one step at a time: convert with step_mode='s'")
         self.model = model
         try:
             self.static, self.dynamic = _split_static(model, trace(model))
@@ -108,6 +111,7 @@ def _check_timesteps(timesteps) -> list[int]:
     return sorted(set(steps))
 
 
+@torch.no_grad()
 def simulate(snn: nn.Module, x: torch.Tensor, timesteps: int) -> torch.Tensor:
     """Reset ``snn``, run it for ``timesteps`` steps on the constant input ``x``; returns the
     per-step outputs, shape ``[T, *output_shape]`` (their mean over the first t steps is the

@@ -118,8 +118,6 @@ def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional
     weighted = {n: m for n, m in snn.named_modules() if isinstance(m, WEIGHTED)}
     if not neurons:
         raise ValueError("layer_stats(): the model has no spiking neurons; convert it first")
-    if any(m.step_mode != "s" for m in neurons.values()):
-        raise ValueError("layer_stats(): neurons must be in single-step mode (step_mode='s')")
     qcfs = {}
     if ann is not None:
         ann_modules = dict(ann.named_modules())

@@ -8,7 +8,7 @@ never stopped. ``fit`` is the in-memory shortcut; ``train`` is the ``groupsnn tr
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import data, models
 from ._io import PathLike, check_out_dir, remove_stale_temporaries
-from .checkpoint import load_checkpoint, make_meta, save_checkpoint
+from .checkpoint import load_checkpoint, make_meta, read_torch_file, save_checkpoint
 from .convert import prepare
 from .qcfs import QCFS
 from .report import write_csv
@@ -171,6 +171,7 @@ class RunConfig:
     sync_bn: bool = False
     model_kwargs: dict = field(default_factory=dict)
     optim: TrainConfig = field(default_factory=TrainConfig)
+    world_size: int = 1  # processes (set from torchrun): the batches of an epoch depend on it
 
 
 CHECKPOINT = "checkpoint.pt"
@@ -195,9 +196,11 @@ def _setup_distributed() -> tuple[int, int, torch.device]:
 def load_relu_weights(model: nn.Module, path: PathLike) -> list[str]:
     """Load a pretrained ReLU network's state_dict (plain, DDP ``module.``-prefixed, or under
     "state_dict"/"model"); tensors whose shape differs (a new classifier) are skipped and returned."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_torch_file(path, "state_dict")
     if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
         state = state.get("state_dict", state.get("model", state))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} holds no state_dict (a dict of tensors); save model.state_dict()")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     missing = sorted(own.keys() - state.keys())
@@ -230,6 +233,7 @@ def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Op
           overwrite: bool = False, progress: bool = True) -> Path:
     """Train per ``run``, writing ``out_dir/checkpoint.pt`` and ``metrics.csv`` after every epoch."""
     rank, world, device = _setup_distributed()
+    run = replace(run, world_size=world)
     try:
         out = Path(out_dir)
         if rank == 0 and not resume:
@@ -237,7 +241,8 @@ def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Op
         if init_from is not None and not Path(init_from).is_file():
             raise FileNotFoundError(f"--init-from {init_from} not found; give a saved state_dict file")
         if rank == 0:
-            remove_stale_temporaries(out, CHECKPOINT)
+            for name in (CHECKPOINT, METRICS):
+                remove_stale_temporaries(out, name)
         if resume and not (out / CHECKPOINT).exists():
             raise FileNotFoundError(f"--resume: {out / CHECKPOINT} not found; run without --resume to start")
         saved = load_checkpoint(out / CHECKPOINT) if resume else None
@@ -268,15 +273,20 @@ def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Op
         test_loader = data.make_loader(splits.test, run.batch_size, train=False, workers=run.workers) \
             if rank == 0 else None
         trainer = Trainer(wrapped, loader, run.optim, device, amp=run.amp)
-        if saved is not None:
-            trainer.load_state_dict(saved)
+        if saved is not None:  # under DDP the RNG states are per rank (see `checkpoint` below)
+            trainer.load_state_dict({**saved, "rng": saved["rng"][rank] if world > 1 else saved["rng"]})
         meta = make_meta(run.model, splits.num_classes, run.levels, run.data, run.optim.seed,
                          model_kwargs=kwargs, input_shape=list(splits.input_shape), run=asdict(run))
 
         def checkpoint(t: Trainer) -> None:
+            state = t.state_dict()
+            if world > 1:  # every rank's RNG streams, so that each rank resumes exactly
+                rngs = [None] * world
+                dist.all_gather_object(rngs, state["rng"])
+                state["rng"] = rngs
             if rank == 0:
                 write_csv(out / METRICS, t.history, fields=list(t.history[0]))
-                save_checkpoint(out / CHECKPOINT, model, meta, **t.state_dict())
+                save_checkpoint(out / CHECKPOINT, model, meta, **state)
 
         try:
             trainer.fit(test_loader, progress=progress and rank == 0, on_epoch_end=checkpoint)

@@ -2,12 +2,13 @@
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from .._io import atomic_write
 
 
 def cache_dir() -> Path:
@@ -33,15 +34,8 @@ def cached(name: str, key: dict, build: Callable[[], dict]) -> dict:
         except Exception as e:  # truncated or from an incompatible version: rebuild it
             warnings.warn(f"ignoring unreadable cache {path} ({e}); rebuilding it")
     value = build()
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
-            tmp = f.name
-            torch.save(value, f)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save(value, tmp))
     except OSError as e:  # e.g. a read-only home: the data are still good, just not cached
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        warnings.warn(f"could not write cache {path} ({e}); set GROUPSNN_CACHE to a writable folder")
+        warnings.warn(f"{e} (the data cache; set GROUPSNN_CACHE to a writable folder)")
     return value

@@ -65,8 +65,11 @@ def read_batches(files: Sequence[Path], label_key: str) -> tuple[Tensor, Tensor]
     """Concatenate pickled batches (``data``: N x 3072 uint8, ``label_key``: N ints) -> [N,3,32,32], [N]."""
     images, labels = [], []
     for file in files:
-        with open(file, "rb") as f:
-            batch = _ArrayUnpickler(f, encoding="bytes").load()
+        try:
+            with open(file, "rb") as f:
+                batch = _ArrayUnpickler(f, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError) as err:
+            raise ValueError(f"{file} is not a readable CIFAR batch ({err}); extract the archive again") from None
         batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
         images.append(torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
         labels.append(torch.as_tensor(batch[label_key], dtype=torch.long))

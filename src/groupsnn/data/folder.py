@@ -84,10 +84,13 @@ def _iter_files(source: Path) -> Iterator[tuple[str, bytes]]:
         for path, _ in list_folder(source)[0]:
             yield path.relative_to(source).as_posix(), path.read_bytes()
         return
-    with tarfile.open(source, "r|*") as tar:  # streaming: one pass over the compressed file
-        for member in tar:
-            if member.isfile() and is_image(member.name):
-                yield member.name, tar.extractfile(member).read()
+    try:
+        with tarfile.open(source, "r|*") as tar:  # streaming: one pass over the compressed file
+            for member in tar:
+                if member.isfile() and is_image(member.name):
+                    yield member.name, tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError) as err:
+        raise ValueError(f"{source} is not a readable tar archive ({err}); copy or download it again") from None
 
 
 def decode_image_tree(source: Path) -> dict:
