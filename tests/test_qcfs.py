@@ -89,3 +89,11 @@ def test_dtype_is_kept(dtype):
 def test_bad_levels_are_rejected():
     with pytest.raises(ValueError, match="levels"):
         QCFS(levels=0)
+
+
+def test_threshold_gradient_of_half_precision_inputs_is_summed_in_float32():
+    x = torch.full((64, 64, 32), 0.3, dtype=torch.float16, requires_grad=True)  # 131072 values inside
+    th = torch.tensor(8.0, requires_grad=True)
+    (qcfs(x, th, 8) * 1024).sum().backward()  # like AMP's loss scale: a float16 sum would overflow
+    assert torch.isfinite(th.grad) and th.grad.dtype == torch.float32
+    assert th.grad.item() == pytest.approx(1024 * 131072 * (0 - 0.3) / 8, rel=1e-3)

@@ -46,8 +46,9 @@ class QCFSFunction(torch.autograd.Function):
             grad_x = grad_y * inside
         if ctx.needs_input_grad[1]:
             dy_dth = torch.where(inside, (y - x) / threshold, (x > threshold).to(x.dtype))
-            # summed in float32: a half-precision sum over B·C·H·W overflows under AMP's loss scale
-            grad_th = (grad_y * dy_dth).float().sum_to_size(threshold.shape)
+            # summed in at least float32: a half-precision sum over B·C·H·W overflows under AMP's loss scale
+            grad = grad_y * dy_dth
+            grad_th = grad.to(torch.promote_types(grad.dtype, torch.float32)).sum_to_size(threshold.shape)
         return grad_x, grad_th, None
 
 
