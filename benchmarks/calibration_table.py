@@ -14,18 +14,20 @@ import time
 import groupsnn as gs
 from groupsnn import data
 from groupsnn.demo import train_demo_ann
+from groupsnn.sweep import sweep
 
-NEURONS = [("if", None), ("gn", 4), ("gn", 8), ("gn", 16)]
+TAUS = [4, 8, 16]
 TIMESTEPS = [1, 2, 4, 8, 16, 32]
 
 
 def table_rows(route: str, ann_name: str, ann, test_loader) -> list[str]:
+    results = sweep(ann, test_loader, TAUS, TIMESTEPS)
     blank = " |" * (len(TIMESTEPS) - 1)
-    lines = [f"| {ann_name} | | {gs.evaluate(ann, test_loader, [1])[1]:.2f} |{blank}"]
-    for neuron, tau in NEURONS:
-        accuracy = gs.evaluate(gs.convert(ann, neuron=neuron, tau=tau or 1), test_loader, TIMESTEPS)
+    lines = [f"| {ann_name} | | {results['ann_accuracy']:.2f} |{blank}"]
+    accuracy = {(r["neuron"], r["tau"], r["timesteps"]): r["accuracy"] for r in results["snn"]}
+    for neuron, tau in [("if", None)] + [("gn", tau) for tau in TAUS]:
         name = "IF" if neuron == "if" else f"GN τ={tau}"
-        lines.append(f"| {route} | {name} | " + " | ".join(f"{accuracy[t]:.2f}" for t in TIMESTEPS) + " |")
+        lines.append(f"| {route} | {name} | " + " | ".join(f"{accuracy[neuron, tau, t]:.2f}" for t in TIMESTEPS) + " |")
     return lines
 
 

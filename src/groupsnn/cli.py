@@ -124,10 +124,10 @@ def _cmd_evaluate(args) -> None:
 def _cmd_convert(args) -> None:
     from . import data, models
     from .calibrate import calibrate
-    from .convert import convert
     from .plots import plot_accuracy_vs_timesteps
-    from .report import accuracy_rows, format_table, write_csv
+    from .report import format_table, write_csv
     from .simulate import evaluate
+    from .sweep import sweep
     from .train import default_model_kwargs, load_relu_weights
 
     if not args.from_relu.is_file():
@@ -145,14 +145,10 @@ def _cmd_convert(args) -> None:
     test = data.make_loader(splits.test, args.batch_size, train=False, workers=args.workers)
     ann = calibrate(relu, calibration, args.calibrate, per_channel=args.per_channel, levels=args.levels,
                     batches=args.calibration_batches, maxpool=args.maxpool, fuse_bn=args.fuse_bn)
-    configs = ([("if", None)] if args.neuron in ("if", "both") else []) + \
-        ([("gn", tau) for tau in args.tau] if args.neuron in ("gn", "both") else [])
-    rows = []
-    for neuron, tau in configs:
-        snn = convert(ann, neuron, tau or 1)
-        rows += accuracy_rows(neuron, tau, evaluate(snn, test, args.timesteps, progress=True))
+    calibrated = sweep(ann, test, args.tau if args.neuron in ("gn", "both") else [], args.timesteps,
+                       progress=True, include_if=args.neuron in ("if", "both"))
     results = {"ann": "ReLU ANN", "ann_accuracy": round(evaluate(relu, test, [1])[1], 4), "levels": args.levels,
-               "snn": rows, "calibrated_ann_accuracy": round(evaluate(ann, test, [1])[1], 4),
+               "snn": calibrated["snn"], "calibrated_ann_accuracy": calibrated["ann_accuracy"],
                "checkpoint": str(args.from_relu), "model": args.model, "data": args.data,
                "percentile": args.calibrate, "per_channel": args.per_channel, "maxpool": args.maxpool,
                "fuse_bn": args.fuse_bn}
@@ -160,7 +156,7 @@ def _cmd_convert(args) -> None:
     print(f"calibrated ANN ({args.calibrate}th percentile, L={args.levels or 'none: clip only'}): "
           f"{results['calibrated_ann_accuracy']:.2f} %")
     write_json(out / "results.json", results)
-    write_csv(out / "results.csv", rows)
+    write_csv(out / "results.csv", results["snn"])
     plot_accuracy_vs_timesteps(results, out / "accuracy_vs_T.png",
                                title=f"{args.model} on {args.data}, calibrated at {args.calibrate}%")
     print(f"wrote {out / 'results.json'}, results.csv and accuracy_vs_T.png")

@@ -40,15 +40,22 @@ def _fire(v: torch.Tensor, tau: int, out: Optional[torch.Tensor] = None) -> torc
     return spikes
 
 
+def _gn_update(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int,
+               inplace: bool, out: Optional[torch.Tensor] = None):
+    """(spikes, new membrane, θ in x's dtype) of one GN step; ``inplace`` updates ``state.v`` itself
+    and ``out`` receives the spike counts."""
+    threshold = threshold.to(x.dtype)
+    v = _integrate(x, state, tau / threshold, inplace)
+    return _fire(v, tau, out), v, threshold
+
+
 def gn_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int):
     """One step of a Group Neuron with ``tau`` members; returns ``(out, spikes, new_state)``.
 
     ``spikes`` counts the members that fired (integers in [0, τ], as floats); ``out = spikes·θ/τ``.
     ``state=None`` starts from the initial state. Pure: neither ``x`` nor ``state`` is modified.
     """
-    threshold = threshold.to(x.dtype)
-    v = _integrate(x, state, tau / threshold, inplace=False)
-    spikes = _fire(v, tau)
+    spikes, v, threshold = _gn_update(x, state, threshold, tau, inplace=False)
     return spikes / tau * threshold, spikes, NeuronState(v)  # QCFS's ops: τ·θ/τ is exactly θ
 
 
@@ -128,9 +135,8 @@ class SpikingNeuron(StatefulModule):
             out, _, self.state = self.step(x, self.state)
             return out
         # gn_step's operations, in the buffers of the state and (if allowed) of the input
-        threshold = self.threshold.to(x.dtype)
-        v = _integrate(x, self.state, self.tau / threshold, inplace=True)
-        spikes = _fire(v, self.tau, out=x if inplace else None)
+        spikes, v, threshold = _gn_update(x, self.state, self.threshold, self.tau, inplace=True,
+                                          out=x if inplace else None)
         self.state = NeuronState(v)
         if self.tau & (self.tau - 1) == 0:  # τ = 2^k: n/τ and θ/τ are exact, so n·(θ/τ) is (n/τ)·θ bit for bit
             return spikes.mul_(threshold / self.tau)

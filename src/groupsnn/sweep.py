@@ -11,12 +11,13 @@ from .simulate import evaluate
 
 
 def sweep(ann: nn.Module, loader: Iterable, taus: Sequence[int] = (1, 2, 4, 8),
-          timesteps: Sequence[int] = (1, 2, 4, 8, 16, 32), progress: bool = False) -> dict:
-    """``{"ann_accuracy", "levels", "snn": rows}`` for the QCFS network ``ann`` converted to IF and to
-    GN with each of ``taus``; each (neuron, τ) gives accuracies at every T from one run of max(T)
-    steps (``evaluate``). Rows as ``report.accuracy_rows``, accuracies in percent."""
+          timesteps: Sequence[int] = (1, 2, 4, 8, 16, 32), progress: bool = False,
+          include_if: bool = True) -> dict:
+    """``{"ann_accuracy", "levels", "snn": rows}`` for the QCFS network ``ann`` converted to IF (unless
+    not ``include_if``) and to GN with each of ``taus``; each (neuron, τ) gives accuracies at every T
+    from one run of max(T) steps (``evaluate``). Rows as ``report.accuracy_rows``, accuracies in %."""
     rows = []
-    configs = [("if", None)] + [("gn", tau) for tau in taus]
+    configs = [("if", None)] * include_if + [("gn", tau) for tau in taus]
     for neuron, tau in tqdm(configs, desc="convert + simulate", disable=not progress):
         rows += accuracy_rows(neuron, tau, evaluate(convert(ann, neuron, tau or 1), loader, timesteps))
     levels = next((m.levels for m in ann.modules() if isinstance(m, QCFS)), None)
