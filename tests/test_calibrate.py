@@ -1,7 +1,5 @@
 """Converting a pretrained ReLU network without retraining: calibrate -> convert."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -95,12 +93,3 @@ def test_cli_convert_writes_the_accuracy_table(digits_relu, tmp_path, capsys):
     assert (out / "results.csv").read_text().splitlines()[0] == "neuron,tau,timesteps,accuracy"
     assert (out / "accuracy_vs_T.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ReLU ANN" in capsys.readouterr().out
-
-
-def test_cli_convert_of_a_missing_file_is_a_one_line_error(tmp_path):
-    missing = tmp_path / "missing.pt"
-    proc = subprocess.run([sys.executable, "-m", "groupsnn.cli", "convert", "--from-relu", str(missing),
-                           "--model", "digits_cnn", "--data", "digits", "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.strip() == f"error: --from-relu: {missing} not found"
-    assert not (tmp_path / "out").exists()

@@ -89,10 +89,6 @@ def test_every_model_trains_one_step_and_converts(name):
     assert gs.simulate(snn, x, 2).shape == (2, 2, 10)
 
 
-def run_cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "groupsnn.cli", *args], capture_output=True, text=True, **kwargs)
-
-
 def test_ddp_with_two_gloo_processes_writes_one_checkpoint(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
@@ -102,23 +98,6 @@ def test_ddp_with_two_gloo_processes_writes_one_checkpoint(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "metrics.csv"]
     assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 2  # header + one epoch, rank 0 only
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
-
-
-@pytest.mark.parametrize("args,message", [
-    (["train", "--model", "nope", "--data", "digits", "--out", "{tmp}/o"], "unknown model 'nope'; known models:"),
-    (["train", "--model", "resnet20", "--data", "cifar10", "--data-dir", "{tmp}", "--out", "{tmp}/o"],
-     "cifar-10-batches-py"),
-    (["train", "--model", "digits_cnn", "--data", "nope", "--out", "{tmp}/o"], "unknown data set 'nope'"),
-    (["evaluate", "{tmp}/foreign.pt"], "not a groupsnn checkpoint"),
-    (["evaluate", "{tmp}/missing.pt"], "not found"),
-    (["train", "--model", "digits_cnn", "--data", "digits", "--out", "{tmp}/o", "--resume"], "--resume"),
-])
-def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, args, message):
-    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
-    proc = run_cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith("error: ") and message in proc.stderr and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_resnets_get_the_cifar_stem_on_small_images():
