@@ -1,6 +1,5 @@
 import json
 
-
 from groupsnn.cli import main
 
 
