@@ -14,6 +14,7 @@ import time
 import groupsnn as gs
 from groupsnn import data
 from groupsnn.demo import train_demo_ann
+from groupsnn.report import neuron_label
 from groupsnn.sweep import sweep
 
 TAUS = [4, 8, 16]
@@ -26,8 +27,7 @@ def table_rows(route: str, ann_name: str, ann, test_loader) -> list[str]:
     lines = [f"| {ann_name} | | {results['ann_accuracy']:.2f} |{blank}"]
     accuracy = {(r["neuron"], r["tau"], r["timesteps"]): r["accuracy"] for r in results["snn"]}
     for neuron, tau in [("if", None)] + [("gn", tau) for tau in TAUS]:
-        name = "IF" if neuron == "if" else f"GN τ={tau}"
-        lines.append(f"| {route} | {name} | " + " | ".join(f"{accuracy[neuron, tau, t]:.2f}" for t in TIMESTEPS) + " |")
+        lines.append(f"| {route} | {neuron_label(neuron, tau)} | " + " | ".join(f"{accuracy[neuron, tau, t]:.2f}" for t in TIMESTEPS) + " |")
     return lines
 
 

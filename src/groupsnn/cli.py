@@ -186,6 +186,7 @@ def _cmd_stats(args) -> None:
 
     from .convert import convert
     from .plots import plot_firing_rates
+    from .report import neuron_label
     from .stats import format_stats, layer_stats
 
     out = check_out_dir(args.out or Path(args.checkpoint).parent, ["stats.json", "firing_rates.png"], args.overwrite)
@@ -195,7 +196,7 @@ def _cmd_stats(args) -> None:
     for neuron in (args.neuron, "if" if args.neuron == "gn" else "gn"):  # the other one for comparison
         stats = layer_stats(convert(ann, neuron, args.tau), batches, args.timesteps, ann, args.ac_pj, args.mac_pj)
         runs.append({"neuron": neuron, "tau": args.tau if neuron == "gn" else None, **stats})
-        print(("IF" if neuron == "if" else f"GN τ={args.tau}") + f", {stats['samples']} samples:")
+        print(f"{neuron_label(neuron, args.tau)}, {stats['samples']} samples:")
         print(format_stats(stats))
     results = {"checkpoint": str(args.checkpoint), "model": meta["model"], "data": args.data or meta["data"],
                "levels": meta["levels"], "snn": runs}

@@ -3,6 +3,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ._io import PathLike, atomic_write
+from .report import neuron_label
 
 
 def _pyplot():
@@ -75,7 +76,7 @@ def plot_firing_rates(runs: list[dict], path: PathLike, title: str = "") -> Path
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(layers) * len(runs) + 1.5), 4))
     for i, run in enumerate(runs):
         rates = [r["firing_rate"] for r in run["layers"]]
-        label = "IF" if run["neuron"] == "if" else f"GN τ={run['tau']}"
+        label = neuron_label(run["neuron"], run["tau"])
         ax.bar([j + (i - (len(runs) - 1) / 2) * width for j in range(len(layers))], rates, width, label=label)
     ax.set_xticks(range(len(layers)), layers, rotation=90, fontsize=7)
     ax.set(xlabel="layer", ylabel="spikes per neuron per step", title=title)

@@ -12,6 +12,10 @@ def accuracy_rows(neuron: str, tau, accuracies: dict[int, float]) -> list[dict]:
     return [{"neuron": neuron, "tau": tau, "timesteps": t, "accuracy": round(a, 4)} for t, a in accuracies.items()]
 
 
+def neuron_label(neuron: str, tau) -> str:
+    return "IF" if neuron == "if" else f"GN τ={tau}"
+
+
 def format_table(results: dict) -> str:
     """Accuracy (%) with one line per neuron and one column per T, under the ANN's accuracy."""
     steps = sorted({r["timesteps"] for r in results["snn"]})
@@ -22,7 +26,7 @@ def format_table(results: dict) -> str:
     lines = [f"{ann}: {results['ann_accuracy']:.2f} %",
              f"{'neuron':<10}" + "".join(f"{'T=' + str(t):>8}" for t in steps)]
     for (neuron, tau), accs in table.items():
-        name = "IF" if neuron == "if" else f"GN τ={tau}"
+        name = neuron_label(neuron, tau)
         lines.append(f"{name:<10}" + "".join(f"{accs[t]:>8.2f}" if t in accs else f"{'':>8}" for t in steps))
     return "\n".join(lines)
 

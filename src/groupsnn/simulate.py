@@ -11,6 +11,7 @@ Running all T steps at once through the stateless layers (T folded into the batc
 no faster on CPU (ResNet-20, batch 64, T=4: 1.12-1.26x the time of T ReLU forwards, against
 1.10-1.17x step by step) and takes T times the memory, so steps run one by one.
 """
+import contextlib
 import operator
 from typing import Iterable, Iterator, Optional, Sequence
 
@@ -32,6 +33,17 @@ def reset(model: nn.Module) -> None:
     for m in model.modules():
         if m is not model and _is_stateful(m):
             m.reset()
+
+
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module):
+    """The models in eval mode inside the block, back in their own modes after it."""
+    modes = [m.training for m in models]
+    try:
+        yield [m.eval() for m in models]
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
 
 
 def _is_stateful(module: nn.Module) -> bool:
@@ -135,10 +147,9 @@ def evaluate(snn: nn.Module, loader: Iterable, timesteps: Sequence[int] = (1, 2,
     """
     steps = _check_timesteps(timesteps)
     device = device or _model_device(snn)
-    runner, was_training = StepRunner(snn), snn.training
-    snn.eval()
+    runner = StepRunner(snn)
     correct, seen = dict.fromkeys(steps, 0), 0
-    try:
+    with eval_mode(snn):
         for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             summed = None
@@ -147,8 +158,6 @@ def evaluate(snn: nn.Module, loader: Iterable, timesteps: Sequence[int] = (1, 2,
                 if t in correct:
                     correct[t] += (summed.argmax(dim=1) == y).sum().item()
             seen += len(y)
-    finally:
-        snn.train(was_training)
     if seen == 0:
         raise ValueError("evaluate(): the data loader yielded no samples")
     return {t: 100.0 * c / seen for t, c in correct.items()}

@@ -33,7 +33,7 @@ from torch.func import functional_call
 from .convert import trace
 from .neurons import RateMaxPool, SpikingNeuron
 from .qcfs import QCFS
-from .simulate import StepRunner, _check_timesteps, _model_device
+from .simulate import StepRunner, _check_timesteps, _model_device, eval_mode
 
 AC_PJ, MAC_PJ = 0.9, 4.6  # energy per accumulate / multiply-accumulate, 32-bit float, 45 nm (Horowitz 2014)
 
@@ -96,16 +96,6 @@ def _hooks(modules: dict[str, nn.Module], hook):
             handle.remove()
 
 
-@contextlib.contextmanager
-def _eval_mode(*models: nn.Module):
-    modes = [m.training for m in models]
-    try:
-        yield [m.eval() for m in models]
-    finally:
-        for m, mode in zip(models, modes):
-            m.train(mode)
-
-
 @torch.no_grad()
 def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional[nn.Module] = None,
                 ac_pj: float = AC_PJ, mac_pj: float = MAC_PJ) -> dict:
@@ -153,7 +143,7 @@ def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional
         activation[name] = out
 
     runner, samples = StepRunner(snn), 0
-    with _eval_mode(snn, *([ann] if ann is not None else [])), \
+    with eval_mode(snn, *([ann] if ann is not None else [])), \
             _hooks(neurons, on_neuron), _hooks(weighted, on_weighted), _hooks(qcfs, on_qcfs):
         for batch in batches:
             x = (batch[0] if isinstance(batch, (tuple, list)) else batch).to(device)

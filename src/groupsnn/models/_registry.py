@@ -39,13 +39,11 @@ def create(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
 
 def check_input_shape(model: nn.Module, input_shape: tuple, what: str) -> None:
     """Raise a clear ValueError if ``model`` cannot take one input of ``input_shape`` (no batch)."""
-    was_training = model.training
-    model.eval()
+    from ..simulate import eval_mode
+
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(torch.zeros(1, *input_shape))
     except RuntimeError as err:
         raise ValueError(f"{what}: the model cannot take inputs of shape {list(input_shape)} "
                          f"({str(err).splitlines()[0][:150]}); pick a model made for this data") from None
-    finally:
-        model.train(was_training)
