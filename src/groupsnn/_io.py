@@ -1,4 +1,5 @@
 """Files are written whole or not at all: a temporary file in the same folder, then a rename."""
+import hashlib
 import json
 import os
 import tempfile
@@ -44,6 +45,11 @@ def write_text(path: PathLike, text: str) -> Path:
 
 def write_json(path: PathLike, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def file_sha256(path: PathLike) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def check_out_dir(out_dir: PathLike, outputs: list[str], overwrite: bool) -> Path:

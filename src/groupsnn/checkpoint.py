@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from . import models
-from ._io import PathLike, atomic_write
+from ._io import PathLike, atomic_write, file_sha256
 from .convert import prepare
 
 FORMAT = "groupsnn"
@@ -77,10 +77,22 @@ def build_model(meta: dict) -> nn.Module:
 def load_model(path: PathLike) -> tuple[nn.Module, dict]:
     """Rebuild the network of checkpoint ``path`` and load its weights; returns ``(model, meta)``."""
     payload = load_checkpoint(path)
+    return _restore_model(payload, path), payload["meta"]
+
+
+def _restore_model(payload: dict, path: PathLike) -> nn.Module:
     model = build_model(payload["meta"])
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as err:
         raise ValueError(f"{path}: weights do not fit model {payload['meta']['model']!r} "
                          f"({str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err})") from None
-    return model.eval(), payload["meta"]
+    return model.eval()
+
+
+def export_checkpoint(source: PathLike, target: PathLike) -> str:
+    """Write the network of checkpoint ``source`` alone (metadata and weights; no optimiser, RNG or
+    history) to ``target``, atomically; returns the sha256 of the new file."""
+    payload = load_checkpoint(source)
+    save_checkpoint(target, _restore_model(payload, source), {**payload["meta"], "epoch": payload.get("epoch")})
+    return file_sha256(target)

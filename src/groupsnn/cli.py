@@ -87,7 +87,14 @@ def _test_loader(meta: dict, args):
     if meta.get("input_shape") and list(splits.input_shape) != list(meta["input_shape"]):
         raise ValueError(f"the checkpoint's model takes inputs of shape {meta['input_shape']} ({meta['data']}), "
                          f"data set {args.data!r} gives {list(splits.input_shape)}; pass the right --data")
-    return data.make_loader(splits.test, args.batch_size, train=False, workers=args.workers)
+    test = data.class_balanced_subset(splits.test, args.per_class) if args.per_class else splits.test
+    return data.make_loader(test, args.batch_size, train=False, workers=args.workers)
+
+
+def _source(args, meta: dict) -> dict:
+    """What a checkpoint command's results were measured on, for its JSON."""
+    return {"checkpoint": str(args.checkpoint), "model": meta["model"], "data": args.data or meta["data"],
+            **({"per_class": args.per_class} if args.per_class else {})}
 
 
 def _load_qcfs(path: Path):
@@ -114,7 +121,7 @@ def _cmd_evaluate(args) -> None:
     tau = args.tau if args.neuron == "gn" else None
     results = {"ann_accuracy": round(evaluate(ann, loader, [1], progress=True)[1], 4), "levels": meta["levels"],
                "snn": accuracy_rows(args.neuron, tau, evaluate(snn, loader, args.timesteps, progress=True)),
-               "checkpoint": str(args.checkpoint), "model": meta["model"], "data": args.data or meta["data"]}
+               **_source(args, meta)}
     print(format_table(results))
     write_json(out / f"{name}.json", results)
     write_csv(out / f"{name}.csv", results["snn"])
@@ -171,7 +178,7 @@ def _cmd_sweep(args) -> None:
     out = check_out_dir(args.out or Path(args.checkpoint).parent, files, args.overwrite)
     ann, meta = _load_qcfs(args.checkpoint)
     results = {**sweep(ann, _test_loader(meta, args), args.taus, args.timesteps, progress=True),
-               "checkpoint": str(args.checkpoint), "model": meta["model"], "data": args.data or meta["data"]}
+               **_source(args, meta)}
     print(format_table(results))
     write_json(out / "sweep.json", results)
     write_csv(out / "sweep.csv", results["snn"])
@@ -198,12 +205,19 @@ def _cmd_stats(args) -> None:
         runs.append({"neuron": neuron, "tau": args.tau if neuron == "gn" else None, **stats})
         print(f"{neuron_label(neuron, args.tau)}, {stats['samples']} samples:")
         print(format_stats(stats))
-    results = {"checkpoint": str(args.checkpoint), "model": meta["model"], "data": args.data or meta["data"],
-               "levels": meta["levels"], "snn": runs}
+    results = {**_source(args, meta), "levels": meta["levels"], "snn": runs}
     write_json(out / "stats.json", results)
     plot_firing_rates(sorted(runs, key=lambda r: r["neuron"] != "if"), out / "firing_rates.png",
                       title=f"{meta['model']} on {results['data']}, T={args.timesteps}")
     print(f"wrote {out / 'stats.json'} and {out / 'firing_rates.png'}")
+
+
+def _cmd_export(args) -> None:
+    from .checkpoint import export_checkpoint
+
+    check_out_dir(args.out.parent, [args.out.name], args.overwrite)
+    sha256 = export_checkpoint(args.checkpoint, args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes, sha256 {sha256})")
 
 
 def _add_data_options(parser: argparse.ArgumentParser, data_required: bool = False) -> None:
@@ -218,6 +232,8 @@ def _checkpoint_command(commands, name: str, help: str, run) -> argparse.Argumen
     parser = commands.add_parser(name, help=help)
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by groupsnn train")
     _add_data_options(parser)
+    parser.add_argument("--per-class", type=_positive_int, metavar="N",
+                        help="only the first N test images of each class (a fixed class-balanced subset)")
     parser.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier outputs in --out")
     parser.set_defaults(run=run)
@@ -278,6 +294,12 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--batches", type=_positive_int, default=4, help="test batches to run")
     st.add_argument("--ac-pj", type=_positive_float, default=0.9, help="energy per accumulate, pJ (Horowitz 2014)")
     st.add_argument("--mac-pj", type=_positive_float, default=4.6, help="energy per multiply-accumulate, pJ (Horowitz 2014)")
+
+    ex = commands.add_parser("export", help="a checkpoint's network alone (no training state), e.g. to ship it")
+    ex.add_argument("checkpoint", type=Path, help="a checkpoint written by groupsnn train")
+    ex.add_argument("--out", type=Path, required=True, help="file to write (a groupsnn checkpoint)")
+    ex.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    ex.set_defaults(run=_cmd_export)
 
     cv = commands.add_parser("convert", help="calibrate a pretrained ReLU network (no retraining), compare SNNs")
     cv.add_argument("--from-relu", type=Path, required=True, metavar="CKPT",

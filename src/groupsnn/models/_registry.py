@@ -1,6 +1,6 @@
 """A tiny model registry: ``@register_model`` on a factory, ``create(name, ...)`` to build one."""
 import inspect
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -32,9 +32,14 @@ def factory_parameters(name: str) -> set[str]:
     return set(inspect.signature(_factory(name)).parameters)
 
 
-def create(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
-    """Build the registered model ``name`` (a plain ReLU network; pass it to ``groupsnn.prepare``)."""
-    return _factory(name)(num_classes=num_classes, **kwargs)
+def create(name: str, num_classes: Optional[int] = None, pretrained: Optional[str] = None, **kwargs) -> nn.Module:
+    """Build the registered model ``name``: a plain ReLU network (10 classes unless ``num_classes``;
+    pass it to ``groupsnn.prepare``), or with ``pretrained="cifar10"`` etc. the shipped trained QCFS
+    network in eval mode (see ``list_pretrained()``)."""
+    if pretrained is not None:
+        from .pretrained import load_pretrained
+        return load_pretrained(name, pretrained, num_classes, **kwargs)
+    return _factory(name)(num_classes=10 if num_classes is None else num_classes, **kwargs)
 
 
 def check_input_shape(model: nn.Module, input_shape: tuple, what: str) -> None:

@@ -1,0 +1,117 @@
+"""Reproduce ``results/cifar10_resnet20/`` and the shipped ResNet-20 weights on real CIFAR-10.
+
+Runs the ``groupsnn`` commands below in order, timing each, then gathers their outputs into
+``results.json`` (the demo's schema, plus the class-balanced subset the tests check), ``results.csv``
+and ``README.md`` with the exact commands, the git revision and the wall-clock times. Training resumes
+if its folder holds an unfinished run and is skipped once finished (its time is kept from the run
+that did it), so the script can be run again after an interruption::
+
+    python scripts/reproduce_cifar10_resnet20.py --data-dir ../shared/data/cifar10
+"""
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from groupsnn._io import write_json, write_text
+from groupsnn.checkpoint import load_checkpoint
+from groupsnn.cli import main as groupsnn
+from groupsnn.report import format_table, write_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = "src/groupsnn/models/weights/resnet20_cifar10_qcfs_l8.pt"
+SUBSET_PER_CLASS = 100
+
+
+def commands(data_dir: str, epochs: int, run: str, out: str) -> dict[str, list[str]]:
+    ckpt = f"{run}/checkpoint.pt"
+    data = ["--data-dir", data_dir]
+    return {
+        "train": ["train", "--model", "resnet20", "--data", "cifar10-folder", *data, "--levels", "8",
+                  "--epochs", str(epochs), "--lr", "0.1", "--batch-size", "128", "--out", run],
+        "export": ["export", ckpt, "--out", WEIGHTS, "--overwrite"],
+        "sweep": ["sweep", ckpt, *data, "--taus", "2,4,8", "--timesteps", "1,2,4,8,16,32", "--out", out,
+                  "--overwrite"],
+        "stats": ["stats", ckpt, *data, "--tau", "4", "--timesteps", "4", "--batches", "8", "--out", out,
+                  "--overwrite"],
+        "subset": ["evaluate", ckpt, *data, "--per-class", str(SUBSET_PER_CLASS), "--tau", "4",
+                   "--timesteps", "1,2,4", "--out", f"{out}/subset", "--overwrite"],
+    }
+
+
+def git_revision() -> str:
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return rev + ("-dirty" if dirty else "")
+
+
+def run_step(name: str, argv: list[str], timings: dict, timings_file: Path) -> None:
+    print(f"== {name}: groupsnn {shlex.join(argv)}", flush=True)
+    started = time.time()
+    if groupsnn(argv) != 0:
+        sys.exit(f"step {name!r} failed; fix it and run this script again (finished steps are kept)")
+    timings[name] = {"command": f"groupsnn {shlex.join(argv)}", "seconds": round(time.time() - started, 1),
+                     "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_revision": git_revision()}
+    write_json(timings_file, timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default="../shared/data/cifar10")
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--run", default="runs/cifar10_resnet20/train", help="training folder (not committed)")
+    parser.add_argument("--out", default="results/cifar10_resnet20")
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    timings_file = out / "timings.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
+    steps = commands(args.data_dir, args.epochs, args.run, args.out)
+    ckpt = Path(args.run) / "checkpoint.pt"
+    if not (ckpt.exists() and load_checkpoint(ckpt)["epoch"] >= args.epochs and "train" in timings):
+        resume = ["--resume"] if ckpt.exists() else []
+        run_step("train", steps["train"] + resume, timings, timings_file)
+    for name in ("export", "sweep", "stats", "subset"):
+        run_step(name, steps[name], timings, timings_file)
+
+    sweep = json.loads((out / "sweep.json").read_text())
+    subset = json.loads((out / "subset" / "evaluate_gn_tau4.json").read_text())
+    history = load_checkpoint(ckpt)["history"]
+    results = {
+        "ann_accuracy": sweep["ann_accuracy"], "levels": sweep["levels"], "snn": sweep["snn"],
+        "dataset": "cifar10", "model": "resnet20", "epochs": args.epochs, "seed": 0,
+        "seconds": round(sum(t["seconds"] for t in timings.values()), 1),
+        "final_train_accuracy": round(history[-1]["train_accuracy"], 2),
+        "subset": {"per_class": SUBSET_PER_CLASS, "images": SUBSET_PER_CLASS * 10,
+                   "ann_accuracy": subset["ann_accuracy"], "snn": subset["snn"]},
+        "steps": timings,
+    }
+    write_json(out / "results.json", results)
+    write_csv(out / "results.csv", results["snn"])
+    write_text(out / "README.md", _readme(results))
+    print(format_table(results))
+
+
+def _readme(results: dict) -> str:
+    lines = ["# QCFS ResNet-20 (L=8) on real CIFAR-10: IF vs Group Neurons",
+             "", "Made by `python scripts/reproduce_cifar10_resnet20.py`, which ran these commands:", ""]
+    for name, step in results["steps"].items():
+        lines.append(f"- {name} ({step['seconds'] / 60:.1f} min, finished {step['finished']}, "
+                     f"git {step['git_revision'][:12]}): `{step['command']}`")
+    lines += ["", f"Test accuracy (10,000 images): ANN {results['ann_accuracy']:.2f} %.", "",
+              "```", format_table(results), "```", "",
+              f"Class-balanced subset ({results['subset']['images']} images, the first "
+              f"{results['subset']['per_class']} of each class; checked by tests/test_pretrained.py): "
+              f"ANN {results['subset']['ann_accuracy']:.2f} %, "
+              + ", ".join(f"GN τ=4 T={r['timesteps']} {r['accuracy']:.2f} %" for r in results["subset"]["snn"]) + ".",
+              "", "Plots: `accuracy_vs_T.png`, `effect_of_tau.png`, `firing_rates.png`; firing rates and "
+              "energy in `stats.json`.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

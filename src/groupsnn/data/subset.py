@@ -1,0 +1,30 @@
+"""A fixed class-balanced subset: the first ``per_class`` samples of every class, in data-set order.
+
+Image-folder data sets are ordered by class, so "the first 1,000 test images" of CIFAR-10 would all
+be airplanes; this takes 100 of each class instead, and always the same ones.
+"""
+import torch
+from torch.utils.data import Dataset, Subset
+
+
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """The labels of ``dataset`` without decoding its samples when it keeps them (``.labels``)."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        labels = [int(dataset[i][1]) for i in range(len(dataset))]
+    return torch.as_tensor(labels).reshape(-1)
+
+
+def class_balanced_subset(dataset: Dataset, per_class: int) -> Subset:
+    """The first ``per_class`` samples of each class of ``dataset``, kept in data-set order."""
+    labels = dataset_labels(dataset)
+    classes, counts = labels.unique(return_counts=True)
+    smallest = int(counts.min())
+    if not 1 <= per_class <= smallest:
+        raise ValueError(f"a class-balanced subset needs 1 <= per_class <= {smallest} (the smallest class "
+                         f"of this split has {smallest} samples), not {per_class}")
+    rank_in_class = torch.zeros_like(labels)
+    for c in classes:
+        members = labels == c
+        rank_in_class[members] = torch.arange(int(members.sum()))
+    return Subset(dataset, torch.nonzero(rank_in_class < per_class).flatten().tolist())

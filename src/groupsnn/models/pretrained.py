@@ -1,0 +1,59 @@
+"""Pretrained weights shipped inside the package, each checked against its sha256 on load.
+
+``create("resnet20", pretrained="cifar10")`` returns the trained QCFS ANN, ready for ``convert``.
+"""
+from dataclasses import dataclass
+from importlib import resources
+from typing import Optional
+
+import torch.nn as nn
+
+from .._io import file_sha256
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    file: str     # under groupsnn/models/weights/
+    sha256: str
+    command: str  # how the file was made (see results/<run>/ in the repository for the whole record)
+
+
+PRETRAINED: dict[tuple[str, str], PretrainedWeights] = {
+    ("resnet20", "cifar10"): PretrainedWeights(
+        file="resnet20_cifar10_qcfs_l8.pt",
+        sha256="TO_BE_FILLED",
+        command="groupsnn train --model resnet20 --data cifar10-folder --data-dir ../shared/data/cifar10 "
+                "--levels 8 --epochs 25 --lr 0.1 --batch-size 128 --out runs/cifar10_resnet20/train && "
+                "groupsnn export runs/cifar10_resnet20/train/checkpoint.pt "
+                "--out src/groupsnn/models/weights/resnet20_cifar10_qcfs_l8.pt",
+    ),
+}
+
+
+def list_pretrained() -> list[tuple[str, str]]:
+    """``(model, tag)`` pairs that ``create(model, pretrained=tag)`` accepts."""
+    return sorted(PRETRAINED)
+
+
+def load_pretrained(name: str, tag: str, num_classes: Optional[int] = None, **kwargs) -> nn.Module:
+    """The shipped network ``(name, tag)`` in eval mode, after checking the file's sha256."""
+    from ..checkpoint import load_model  # the checkpoint module builds models: import it late
+
+    weights = PRETRAINED.get((name, tag))
+    if weights is None:
+        known = ", ".join(f"{m}/{t}" for m, t in list_pretrained()) or "none"
+        raise ValueError(f"no pretrained weights {tag!r} for model {name!r}; shipped: {known}")
+    if kwargs:
+        raise ValueError(f"pretrained={tag!r} fixes the architecture; drop {', '.join(sorted(kwargs))}")
+    with resources.as_file(resources.files(__package__) / "weights" / weights.file) as path:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing from this groupsnn installation; reinstall groupsnn")
+        digest = file_sha256(path)
+        if digest != weights.sha256:
+            raise ValueError(f"{path} is corrupt or was changed (sha256 {digest[:12]}..., expected "
+                             f"{weights.sha256[:12]}...); reinstall groupsnn")
+        model, meta = load_model(path)
+    if num_classes is not None and num_classes != meta["num_classes"]:
+        raise ValueError(f"pretrained={tag!r} has {meta['num_classes']} classes, not num_classes={num_classes}; "
+                         "fine-tune it with `groupsnn train --init-from` for another class count")
+    return model
