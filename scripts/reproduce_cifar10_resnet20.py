@@ -1,15 +1,17 @@
 """Reproduce ``results/cifar10_resnet20/`` and the shipped ResNet-20 weights on real CIFAR-10.
 
-Runs the ``groupsnn`` commands below in order, timing each, then gathers their outputs into
-``results.json`` (the demo's schema, plus the class-balanced subset the tests check), ``results.csv``
-and ``README.md`` with the exact commands, the git revision and the wall-clock times. Training resumes
-if its folder holds an unfinished run and is skipped once finished (its time is kept from the run
-that did it), so the script can be run again after an interruption::
+Runs the ``groupsnn`` commands below in order, timing each: train, export the shipped weights, then
+sweep, stats and the class-balanced subset on those exported weights. Gathers their outputs into
+``results.json`` (the demo's schema, plus the subset the tests check), ``results.csv`` and
+``README.md`` with the exact commands, the git revisions and the wall-clock times. Paths are relative
+to the repository. Training resumes if its folder holds an unfinished run (the times of all its
+parts add up) and is skipped once finished, so the script can be run again after an interruption::
 
     python scripts/reproduce_cifar10_resnet20.py --data-dir ../shared/data/cifar10
 """
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -27,17 +29,16 @@ SUBSET_PER_CLASS = 100
 
 
 def commands(data_dir: str, epochs: int, run: str, out: str) -> dict[str, list[str]]:
-    ckpt = f"{run}/checkpoint.pt"
     data = ["--data-dir", data_dir]
     return {
         "train": ["train", "--model", "resnet20", "--data", "cifar10-folder", *data, "--levels", "8",
                   "--epochs", str(epochs), "--lr", "0.1", "--batch-size", "128", "--out", run],
-        "export": ["export", ckpt, "--out", WEIGHTS, "--overwrite"],
-        "sweep": ["sweep", ckpt, *data, "--taus", "2,4,8", "--timesteps", "1,2,4,8,16,32", "--out", out,
+        "export": ["export", f"{run}/checkpoint.pt", "--out", WEIGHTS, "--overwrite"],
+        "sweep": ["sweep", WEIGHTS, *data, "--taus", "2,4,8", "--timesteps", "1,2,4,8,16,32", "--out", out,
                   "--overwrite"],
-        "stats": ["stats", ckpt, *data, "--tau", "4", "--timesteps", "4", "--batches", "8", "--out", out,
+        "stats": ["stats", WEIGHTS, *data, "--tau", "4", "--timesteps", "4", "--batches", "8", "--out", out,
                   "--overwrite"],
-        "subset": ["evaluate", ckpt, *data, "--per-class", str(SUBSET_PER_CLASS), "--tau", "4",
+        "subset": ["evaluate", WEIGHTS, *data, "--per-class", str(SUBSET_PER_CLASS), "--tau", "4",
                    "--timesteps", "1,2,4", "--out", f"{out}/subset", "--overwrite"],
     }
 
@@ -54,7 +55,9 @@ def run_step(name: str, argv: list[str], timings: dict, timings_file: Path) -> N
     started = time.time()
     if groupsnn(argv) != 0:
         sys.exit(f"step {name!r} failed; fix it and run this script again (finished steps are kept)")
-    timings[name] = {"command": f"groupsnn {shlex.join(argv)}", "seconds": round(time.time() - started, 1),
+    earlier = timings.get(name, {}).get("seconds", 0) if "--resume" in argv else 0
+    timings[name] = {"command": f"groupsnn {shlex.join(a for a in argv if a != '--resume')}",
+                     "seconds": round(earlier + time.time() - started, 1),
                      "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_revision": git_revision()}
     write_json(timings_file, timings)
 
@@ -66,13 +69,14 @@ def main() -> None:
     parser.add_argument("--run", default="runs/cifar10_resnet20/train", help="training folder (not committed)")
     parser.add_argument("--out", default="results/cifar10_resnet20")
     args = parser.parse_args()
+    os.chdir(ROOT)
 
     out = Path(args.out)
     timings_file = out / "timings.json"
     timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
     steps = commands(args.data_dir, args.epochs, args.run, args.out)
     ckpt = Path(args.run) / "checkpoint.pt"
-    if not (ckpt.exists() and load_checkpoint(ckpt)["epoch"] >= args.epochs and "train" in timings):
+    if not (ckpt.exists() and load_checkpoint(ckpt)["epoch"] >= args.epochs):
         resume = ["--resume"] if ckpt.exists() else []
         run_step("train", steps["train"] + resume, timings, timings_file)
     for name in ("export", "sweep", "stats", "subset"):
@@ -80,12 +84,12 @@ def main() -> None:
 
     sweep = json.loads((out / "sweep.json").read_text())
     subset = json.loads((out / "subset" / "evaluate_gn_tau4.json").read_text())
-    history = load_checkpoint(ckpt)["history"]
+    trained = load_checkpoint(ckpt)
     results = {
         "ann_accuracy": sweep["ann_accuracy"], "levels": sweep["levels"], "snn": sweep["snn"],
-        "dataset": "cifar10", "model": "resnet20", "epochs": args.epochs, "seed": 0,
+        "dataset": "cifar10", "model": "resnet20", "epochs": trained["epoch"], "seed": 0,
         "seconds": round(sum(t["seconds"] for t in timings.values()), 1),
-        "final_train_accuracy": round(history[-1]["train_accuracy"], 2),
+        "final_train_accuracy": round(trained["history"][-1]["train_accuracy"], 2),
         "subset": {"per_class": SUBSET_PER_CLASS, "images": SUBSET_PER_CLASS * 10,
                    "ann_accuracy": subset["ann_accuracy"], "snn": subset["snn"]},
         "steps": timings,

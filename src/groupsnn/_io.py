@@ -48,8 +48,11 @@ def write_json(path: PathLike, obj) -> Path:
 
 
 def file_sha256(path: PathLike) -> str:
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_out_dir(out_dir: PathLike, outputs: list[str], overwrite: bool) -> Path:

@@ -215,6 +215,11 @@ def _cmd_stats(args) -> None:
 def _cmd_export(args) -> None:
     from .checkpoint import export_checkpoint
 
+    if args.out.is_dir():
+        raise IsADirectoryError(f"--out {args.out} is a folder; give a file name, e.g. {args.out / 'model.pt'}")
+    if args.out.resolve() == args.checkpoint.resolve():
+        raise ValueError(f"--out {args.out} is the checkpoint itself; exporting onto it would lose the "
+                         "training state that --resume needs; choose another --out")
     check_out_dir(args.out.parent, [args.out.name], args.overwrite)
     sha256 = export_checkpoint(args.checkpoint, args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes, sha256 {sha256})")

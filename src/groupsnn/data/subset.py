@@ -22,8 +22,8 @@ def class_balanced_subset(dataset: Dataset, per_class: int) -> Subset:
     smallest = int(counts.min())
     if not 1 <= per_class <= smallest:
         raise ValueError(f"a class-balanced subset needs 1 <= per_class <= {smallest} (the smallest class "
-                         f"of this split has {smallest} samples), not {per_class}")
-    rank_in_class = torch.zeros_like(labels)
+                         f"of this split has {smallest} samples), not {per_class}; ask for fewer per class")
+    rank_in_class = torch.zeros(len(labels), dtype=torch.long)
     for c in classes:
         members = labels == c
         rank_in_class[members] = torch.arange(int(members.sum()))

@@ -38,6 +38,7 @@ def create(name: str, num_classes: Optional[int] = None, pretrained: Optional[st
     network in eval mode (see ``list_pretrained()``)."""
     if pretrained is not None:
         from .pretrained import load_pretrained
+        _factory(name)  # an unknown model is named as such, not as a missing set of weights
         return load_pretrained(name, pretrained, num_classes, **kwargs)
     return _factory(name)(num_classes=10 if num_classes is None else num_classes, **kwargs)
 

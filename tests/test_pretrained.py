@@ -1,0 +1,85 @@
+"""The shipped CIFAR-10 ResNet-20: checksum, registry entry, and its recorded accuracy on real images."""
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+import groupsnn as gs
+from groupsnn import data
+from groupsnn.checkpoint import export_checkpoint, load_checkpoint, load_model
+from groupsnn.data.cifar import CIFAR10_MEAN, CIFAR10_STD, TensorImageDataset, cifar_transform
+from groupsnn.data.folder import load_image_tree
+from groupsnn.models import pretrained
+from groupsnn.qcfs import QCFS
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
+RESULTS = REPO / "results" / "cifar10_resnet20" / "results.json"
+
+
+def test_the_shipped_weights_load_as_a_qcfs_resnet20():
+    ann = gs.models.create("resnet20", pretrained="cifar10")
+    levels = {m.levels for m in ann.modules() if isinstance(m, QCFS)}
+    assert levels == {8} and not ann.training
+    assert ann(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    weights = pretrained.PRETRAINED[("resnet20", "cifar10")]
+    assert (REPO / "src/groupsnn/models/weights" / weights.file).stat().st_size <= 2 * 2**20
+
+
+def test_weights_that_fail_their_checksum_are_refused(monkeypatch):
+    key = ("resnet20", "cifar10")
+    monkeypatch.setitem(pretrained.PRETRAINED, key, dataclasses.replace(pretrained.PRETRAINED[key], sha256="0" * 64))
+    with pytest.raises(ValueError, match="corrupt or was changed .* reinstall groupsnn"):
+        gs.models.create("resnet20", pretrained="cifar10")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"pretrained": "imagenet"}, "no pretrained weights 'imagenet' for model 'resnet20'; shipped: resnet20/cifar10"),
+    ({"pretrained": "cifar10", "num_classes": 100}, "has 10 classes, not num_classes=100"),
+    ({"pretrained": "cifar10", "stem": "imagenet"}, "fixes the architecture; drop stem"),
+])
+def test_pretrained_misuse_is_a_clear_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gs.models.create("resnet20", **kwargs)
+
+
+def test_export_keeps_the_network_and_drops_the_training_state(digits_checkpoint, tmp_path):
+    sha256 = export_checkpoint(digits_checkpoint, tmp_path / "w.pt")
+    exported = load_checkpoint(tmp_path / "w.pt")
+    assert set(exported) == {"format", "format_version", "meta", "model"} and exported["meta"]["epoch"] == 1
+    assert sha256 == hashlib.sha256((tmp_path / "w.pt").read_bytes()).hexdigest()
+    original, _ = load_model(digits_checkpoint)
+    for key, value in original.state_dict().items():
+        assert torch.equal(value, exported["model"][key]), key
+
+
+def test_class_balanced_subset_takes_the_first_of_each_class_in_order():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 1, 0])
+    subset = data.class_balanced_subset(TensorDataset(torch.arange(10), labels), per_class=2)
+    assert subset.indices == [0, 1, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match="per_class <= 3"):
+        data.class_balanced_subset(TensorDataset(torch.arange(10), labels), per_class=4)
+
+
+@pytest.mark.skipif(not (REAL_CIFAR10 / "test.tar.gz").exists(),
+                    reason=f"real CIFAR-10 is not at {REAL_CIFAR10} (CI has it; a user's clone does not)")
+def test_shipped_model_on_a_class_balanced_thousand_real_test_images():
+    recorded = json.loads(RESULTS.read_text())["subset"]
+    tree = load_image_tree(REAL_CIFAR10 / "test.tar.gz", cache=False)
+    test = TensorImageDataset(tree["images"], tree["labels"], cifar_transform(CIFAR10_MEAN, CIFAR10_STD, False))
+    subset = data.class_balanced_subset(test, recorded["per_class"])
+    assert len(subset) == 1000 and tree["labels"][subset.indices].bincount().tolist() == [100] * 10
+    loader = data.make_loader(subset, 128, train=False, workers=0)
+
+    ann = gs.models.create("resnet20", pretrained="cifar10")
+    ann_accuracy = gs.evaluate(ann, loader, [1])[1]
+    gn_accuracy = gs.evaluate(gs.convert(ann, "gn", tau=4), loader, [2])[2]
+    print(f"1,000 balanced real test images: ANN {ann_accuracy:.1f} %, GN tau=4 T=2 {gn_accuracy:.1f} %")
+    # the same images, weights and arithmetic as the run that recorded them: equal, not close
+    assert round(ann_accuracy, 4) == recorded["ann_accuracy"]
+    assert round(gn_accuracy, 4) == next(r["accuracy"] for r in recorded["snn"] if r["timesteps"] == 2)
+    assert abs(gn_accuracy - ann_accuracy) <= 1.0
