@@ -21,7 +21,7 @@ class PretrainedWeights:
 PRETRAINED: dict[tuple[str, str], PretrainedWeights] = {
     ("resnet20", "cifar10"): PretrainedWeights(
         file="resnet20_cifar10_qcfs_l8.pt",
-        sha256="TO_BE_FILLED",
+        sha256="c3eb858a40241bfc471d7a6ae9d7541ee3bee6e930b61fd0b7e13b64becf1501",
         command="groupsnn train --model resnet20 --data cifar10-folder --data-dir ../shared/data/cifar10 "
                 "--levels 8 --epochs 25 --lr 0.1 --batch-size 128 --out runs/cifar10_resnet20/train && "
                 "groupsnn export runs/cifar10_resnet20/train/checkpoint.pt "
