@@ -55,7 +55,7 @@ def main():
     loader = data.make_loader(train, 128, train=True)
     consume = lambda: sum(1 for _ in islice(loader, args.batches))  # noqa: E731
     rate = {"loader": images_per_second(consume, 128 * args.batches)}
-    print(f"augmented loader ({loader.num_workers} workers):     {rate['loader']:8,.0f} images/s")
+    print(f"augmented loader (workers: {loader.num_workers}):     {rate['loader']:8,.0f} images/s")
 
     batch = next(iter(data.make_loader(train, 128, train=True, workers=0)))
     torch.manual_seed(0)

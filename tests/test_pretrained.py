@@ -65,21 +65,39 @@ def test_class_balanced_subset_takes_the_first_of_each_class_in_order():
         data.class_balanced_subset(TensorDataset(torch.arange(10), labels), per_class=4)
 
 
-@pytest.mark.skipif(not (REAL_CIFAR10 / "test.tar.gz").exists(),
-                    reason=f"real CIFAR-10 is not at {REAL_CIFAR10} (CI has it; a user's clone does not)")
-def test_shipped_model_on_a_class_balanced_thousand_real_test_images():
-    recorded = json.loads(RESULTS.read_text())["subset"]
+@pytest.fixture(scope="module")
+def real_cifar10_test():
+    if not (REAL_CIFAR10 / "test.tar.gz").exists():
+        pytest.skip(f"real CIFAR-10 is not at {REAL_CIFAR10} (CI has it; a user's clone does not)")
     tree = load_image_tree(REAL_CIFAR10 / "test.tar.gz", cache=False)
-    test = TensorImageDataset(tree["images"], tree["labels"], cifar_transform(CIFAR10_MEAN, CIFAR10_STD, False))
-    subset = data.class_balanced_subset(test, recorded["per_class"])
-    assert len(subset) == 1000 and tree["labels"][subset.indices].bincount().tolist() == [100] * 10
-    loader = data.make_loader(subset, 128, train=False, workers=0)
+    return TensorImageDataset(tree["images"], tree["labels"], cifar_transform(CIFAR10_MEAN, CIFAR10_STD, False))
 
+
+def ann_and_gn_tau4_at_t2(dataset) -> tuple[float, float]:
+    loader = data.make_loader(dataset, 128, train=False, workers=0)  # batches of 128, as the recording run
     ann = gs.models.create("resnet20", pretrained="cifar10")
-    ann_accuracy = gs.evaluate(ann, loader, [1])[1]
-    gn_accuracy = gs.evaluate(gs.convert(ann, "gn", tau=4), loader, [2])[2]
-    print(f"1,000 balanced real test images: ANN {ann_accuracy:.1f} %, GN tau=4 T=2 {gn_accuracy:.1f} %")
+    return gs.evaluate(ann, loader, [1])[1], gs.evaluate(gs.convert(ann, "gn", tau=4), loader, [2])[2]
+
+
+def gn_tau4_at_t2(rows: list[dict]) -> float:
+    return next(r["accuracy"] for r in rows if r["neuron"] == "gn" and r["tau"] == 4 and r["timesteps"] == 2)
+
+
+def test_shipped_model_on_a_class_balanced_thousand_real_test_images(real_cifar10_test):
+    recorded = json.loads(RESULTS.read_text())["subset"]
+    subset = data.class_balanced_subset(real_cifar10_test, recorded["per_class"])
+    assert len(subset) == 1000 and real_cifar10_test.labels[subset.indices].bincount().tolist() == [100] * 10
+    ann, gn = ann_and_gn_tau4_at_t2(subset)
+    print(f"1,000 balanced real test images: ANN {ann:.2f} %, GN tau=4 T=2 {gn:.2f} %")
     # the same images, weights and arithmetic as the run that recorded them: equal, not close
-    assert round(ann_accuracy, 4) == recorded["ann_accuracy"]
-    assert round(gn_accuracy, 4) == next(r["accuracy"] for r in recorded["snn"] if r["timesteps"] == 2)
-    assert abs(gn_accuracy - ann_accuracy) <= 1.0
+    assert (round(ann, 4), round(gn, 4)) == (recorded["ann_accuracy"], gn_tau4_at_t2(recorded["snn"]))
+
+
+def test_shipped_model_gn_tau4_at_t2_is_within_a_point_of_the_ann_on_all_real_test_images(real_cifar10_test):
+    # On the 1,000-image subset this 25-epoch model's GN tau=4 at T=2 is 1.7 points below its ANN
+    # (17 images); on all 10,000 it is 0.64 below, the paper's claim (tau*T = L) as measured.
+    recorded = json.loads(RESULTS.read_text())
+    ann, gn = ann_and_gn_tau4_at_t2(real_cifar10_test)
+    print(f"10,000 real test images: ANN {ann:.2f} %, GN tau=4 T=2 {gn:.2f} %")
+    assert (round(ann, 4), round(gn, 4)) == (recorded["ann_accuracy"], gn_tau4_at_t2(recorded["snn"]))
+    assert abs(gn - ann) <= 1.0
