@@ -191,6 +191,23 @@ def test_real_cifar10_test_archive():
     assert tree["labels"].bincount().tolist() == [1000] * 10
 
 
+def test_class_balanced_subset_takes_the_first_of_each_class_in_order():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 1, 0])
+    subset = data.class_balanced_subset(torch.utils.data.TensorDataset(torch.arange(10), labels), per_class=2)
+    assert subset.indices == [0, 1, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match="per_class <= 3"):
+        data.class_balanced_subset(torch.utils.data.TensorDataset(torch.arange(10), labels), per_class=4)
+
+
+def test_class_balanced_subset_of_an_image_folder_reads_no_image(tmp_path, monkeypatch):
+    for name, label in [("a", 0), ("b", 0), ("c", 1), ("d", 1), ("e", 1)]:
+        (tmp_path / f"class{label}").mkdir(exist_ok=True)
+        (tmp_path / f"class{label}" / f"{name}.jpg").write_bytes(b"not decoded")
+    images = folder.ImageFolder(tmp_path)
+    monkeypatch.setattr(folder.ImageFolder, "__getitem__", lambda self, i: pytest.fail("decoded an image"))
+    assert data.class_balanced_subset(images, per_class=2).indices == [0, 1, 2, 3]
+
+
 # ---- MNIST-1D ---------------------------------------------------------------------------------
 
 def test_mnist1d_is_generated_then_cached(private_cache):

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
 import groupsnn as gs
 from groupsnn import data
@@ -55,14 +54,6 @@ def test_export_keeps_the_network_and_drops_the_training_state(digits_checkpoint
     original, _ = load_model(digits_checkpoint)
     for key, value in original.state_dict().items():
         assert torch.equal(value, exported["model"][key]), key
-
-
-def test_class_balanced_subset_takes_the_first_of_each_class_in_order():
-    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 1, 0])
-    subset = data.class_balanced_subset(TensorDataset(torch.arange(10), labels), per_class=2)
-    assert subset.indices == [0, 1, 3, 4, 5, 6]
-    with pytest.raises(ValueError, match="per_class <= 3"):
-        data.class_balanced_subset(TensorDataset(torch.arange(10), labels), per_class=4)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,13 @@ from torch.utils.data import Dataset, Subset
 
 
 def dataset_labels(dataset: Dataset) -> torch.Tensor:
-    """The labels of ``dataset`` without decoding its samples when it keeps them (``.labels``)."""
-    labels = getattr(dataset, "labels", None)
-    if labels is None:
+    """The labels of ``dataset``, without decoding its samples where it lists them: ``.labels``
+    (in-memory images) or ``.samples`` of (path, label) (image folders)."""
+    if getattr(dataset, "labels", None) is not None:
+        labels = dataset.labels
+    elif getattr(dataset, "samples", None) is not None:
+        labels = [label for _, label in dataset.samples]
+    else:
         labels = [int(dataset[i][1]) for i in range(len(dataset))]
     return torch.as_tensor(labels).reshape(-1)
 
