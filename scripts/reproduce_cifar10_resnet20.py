@@ -65,10 +65,11 @@ def run_step(name: str, argv: list[str], timings: dict, timings_file: Path) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default="../shared/data/cifar10")
-    parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--run", default="runs/cifar10_resnet20/train", help="training folder (not committed)")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--run", help="training folder, not committed (default: runs/cifar10_resnet20_e<EPOCHS>/train)")
     parser.add_argument("--out", default="results/cifar10_resnet20")
     args = parser.parse_args()
+    args.run = args.run or f"runs/cifar10_resnet20_e{args.epochs}/train"
     os.chdir(ROOT)
 
     out = Path(args.out)
@@ -100,12 +101,16 @@ def main() -> None:
     print(format_table(results))
 
 
+def _short(revision: str) -> str:
+    return revision[:12] + ("-dirty" if revision.endswith("-dirty") else "")
+
+
 def _readme(results: dict) -> str:
     lines = ["# QCFS ResNet-20 (L=8) on real CIFAR-10: IF vs Group Neurons",
              "", "Made by `python scripts/reproduce_cifar10_resnet20.py`, which ran these commands:", ""]
     for name, step in results["steps"].items():
         lines.append(f"- {name} ({step['seconds'] / 60:.1f} min, finished {step['finished']}, "
-                     f"git {step['git_revision'][:12]}): `{step['command']}`")
+                     f"git {_short(step['git_revision'])}): `{step['command']}`")
     lines += ["", f"Test accuracy (10,000 images): ANN {results['ann_accuracy']:.2f} %.", "",
               "```", format_table(results), "```", "",
               f"Class-balanced subset ({results['subset']['images']} images, the first "
