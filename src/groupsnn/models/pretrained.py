@@ -21,10 +21,10 @@ class PretrainedWeights:
 PRETRAINED: dict[tuple[str, str], PretrainedWeights] = {
     ("resnet20", "cifar10"): PretrainedWeights(
         file="resnet20_cifar10_qcfs_l8.pt",
-        sha256="c3eb858a40241bfc471d7a6ae9d7541ee3bee6e930b61fd0b7e13b64becf1501",
+        sha256="dac0a6c7cdbb0a92e7d4146d38c2627bd3f5de09cd80e2dee683ce8424e9f88a",
         command="groupsnn train --model resnet20 --data cifar10-folder --data-dir ../shared/data/cifar10 "
-                "--levels 8 --epochs 25 --lr 0.1 --batch-size 128 --out runs/cifar10_resnet20/train && "
-                "groupsnn export runs/cifar10_resnet20/train/checkpoint.pt "
+                "--levels 8 --epochs 40 --lr 0.1 --batch-size 128 --out runs/cifar10_resnet20_e40/train && "
+                "groupsnn export runs/cifar10_resnet20_e40/train/checkpoint.pt "
                 "--out src/groupsnn/models/weights/resnet20_cifar10_qcfs_l8.pt",
     ),
 }
