@@ -2,6 +2,7 @@
 from . import data, models, neurons
 from .calibrate import calibrate
 from .convert import convert, prepare
+from .models import pretrained as _pretrained  # noqa: F401  (registers the shipped weights with models.create)
 from .neurons import GroupNeuron, IFNeuron
 from .qcfs import QCFS
 from .simulate import evaluate, reset, simulate

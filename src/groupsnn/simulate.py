@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .convert import trace
 from .neurons import SpikingNeuron
+from .runtime import check_timesteps, model_device
 
 # modules and functions whose output is a new tensor (not a view or their input itself)
 _FRESH_MODULES = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.Linear)
@@ -116,25 +117,13 @@ class StepRunner:
             yield self.dynamic(*boundary)
 
 
-def _check_timesteps(timesteps) -> list[int]:
-    steps = [timesteps] if isinstance(timesteps, int) else list(timesteps)
-    if not steps or any(not isinstance(t, int) or isinstance(t, bool) or t < 1 for t in steps):
-        raise ValueError(f"timesteps must be positive integers, got {timesteps!r}")
-    return sorted(set(steps))
-
-
 @torch.no_grad()
 def simulate(snn: nn.Module, x: torch.Tensor, timesteps: int) -> torch.Tensor:
     """Reset ``snn``, run it for ``timesteps`` steps on the constant input ``x``; returns the
     per-step outputs, shape ``[T, *output_shape]`` (their mean over the first t steps is the
     SNN's prediction at time t)."""
-    (timesteps,) = _check_timesteps(timesteps)
+    (timesteps,) = check_timesteps(timesteps)
     return torch.stack(list(StepRunner(snn).steps(x, timesteps)))
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    tensor = next(iter(model.parameters()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 @torch.no_grad()
@@ -145,8 +134,8 @@ def evaluate(snn: nn.Module, loader: Iterable, timesteps: Sequence[int] = (1, 2,
     The prediction at T is the argmax of the outputs summed over steps 1..T. Works on an ANN too
     (its output is the same at every step). ``snn`` is put in eval mode for the run.
     """
-    steps = _check_timesteps(timesteps)
-    device = device or _model_device(snn)
+    steps = check_timesteps(timesteps)
+    device = device or model_device(snn)
     runner = StepRunner(snn)
     correct, seen = dict.fromkeys(steps, 0), 0
     with eval_mode(snn):

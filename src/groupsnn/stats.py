@@ -33,7 +33,8 @@ from torch.func import functional_call
 from .convert import trace
 from .neurons import RateMaxPool, SpikingNeuron
 from .qcfs import QCFS
-from .simulate import StepRunner, _check_timesteps, _model_device, eval_mode
+from .runtime import check_timesteps, model_device
+from .simulate import StepRunner, eval_mode
 
 AC_PJ, MAC_PJ = 0.9, 4.6  # energy per accumulate / multiply-accumulate, 32-bit float, 45 nm (Horowitz 2014)
 
@@ -103,7 +104,7 @@ def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional
     ``(input, target)`` pairs); with ``ann`` (the network it was converted from), also the ANN's
     mean activations and the per-layer conversion error. See the module docstring for definitions.
     """
-    (steps,) = _check_timesteps(timesteps)
+    (steps,) = check_timesteps(timesteps)
     neurons = {n: m for n, m in snn.named_modules() if isinstance(m, SpikingNeuron)}
     weighted = {n: m for n, m in snn.named_modules() if isinstance(m, WEIGHTED)}
     if not neurons:
@@ -117,7 +118,7 @@ def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional
                              "pass the ANN the SNN was converted from")
         qcfs = {n: ann_modules[n] for n in neurons}
     sources = spike_sources(snn)
-    device = _model_device(snn)
+    device = model_device(snn)
 
     acc = defaultdict(float)         # (quantity, layer) -> sum over samples (and steps)
     size, macs, arrivals = {}, {}, {}  # neurons per sample; ANN MACs per sample; spikes per input

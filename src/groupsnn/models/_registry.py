@@ -1,11 +1,16 @@
-"""A tiny model registry: ``@register_model`` on a factory, ``create(name, ...)`` to build one."""
+"""A tiny model registry: ``@register_model`` on a factory, ``create(name, ...)`` to build one.
+
+Trained weights are registered apart, by ``register_pretrained``: loading them needs the checkpoint
+reader, which builds its networks from this registry, so the registry cannot import it.
+"""
 import inspect
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
+_PRETRAINED: Dict[Tuple[str, str], Callable[..., nn.Module]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -16,8 +21,20 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
+def register_pretrained(name: str, tag: str, load: Callable[..., nn.Module]) -> None:
+    """Make ``create(name, pretrained=tag, num_classes=..., **kw)`` return ``load(num_classes, **kw)``."""
+    if (name, tag) in _PRETRAINED:
+        raise ValueError(f"pretrained weights {tag!r} for model {name!r} are registered twice")
+    _PRETRAINED[name, tag] = load
+
+
 def list_models() -> list[str]:
     return sorted(_MODELS)
+
+
+def list_pretrained() -> list[tuple[str, str]]:
+    """``(model, tag)`` pairs that ``create(model, pretrained=tag)`` accepts."""
+    return sorted(_PRETRAINED)
 
 
 def _factory(name: str) -> Callable[..., nn.Module]:
@@ -37,9 +54,12 @@ def create(name: str, num_classes: Optional[int] = None, pretrained: Optional[st
     pass it to ``groupsnn.prepare``), or with ``pretrained="cifar10"`` etc. the shipped trained QCFS
     network in eval mode (see ``list_pretrained()``)."""
     if pretrained is not None:
-        from .pretrained import load_pretrained
         _factory(name)  # an unknown model is named as such, not as a missing set of weights
-        return load_pretrained(name, pretrained, num_classes, **kwargs)
+        load = _PRETRAINED.get((name, pretrained))
+        if load is None:
+            known = ", ".join(f"{m}/{t}" for m, t in list_pretrained()) or "none"
+            raise ValueError(f"no pretrained weights {pretrained!r} for model {name!r}; shipped: {known}")
+        return load(num_classes, **kwargs)
     return _factory(name)(num_classes=10 if num_classes is None else num_classes, **kwargs)
 
 

@@ -1,7 +1,10 @@
 """Pretrained weights shipped inside the package, each checked against its sha256 on load.
 
 ``create("resnet20", pretrained="cifar10")`` returns the trained QCFS ANN, ready for ``convert``.
+This module imports the checkpoint reader, which imports the model registry, so the package
+``groupsnn`` imports it (and so registers the weights), not ``groupsnn.models``.
 """
+import functools
 from dataclasses import dataclass
 from importlib import resources
 from typing import Optional
@@ -9,6 +12,8 @@ from typing import Optional
 import torch.nn as nn
 
 from .._io import file_sha256
+from ..checkpoint import load_model
+from ._registry import register_pretrained
 
 
 @dataclass(frozen=True)
@@ -30,22 +35,15 @@ PRETRAINED: dict[tuple[str, str], PretrainedWeights] = {
 }
 
 
-def list_pretrained() -> list[tuple[str, str]]:
-    """``(model, tag)`` pairs that ``create(model, pretrained=tag)`` accepts."""
-    return sorted(PRETRAINED)
+WEIGHTS = resources.files(__package__) / "weights"
 
 
 def load_pretrained(name: str, tag: str, num_classes: Optional[int] = None, **kwargs) -> nn.Module:
     """The shipped network ``(name, tag)`` in eval mode, after checking the file's sha256."""
-    from ..checkpoint import load_model  # the checkpoint module builds models: import it late
-
-    weights = PRETRAINED.get((name, tag))
-    if weights is None:
-        known = ", ".join(f"{m}/{t}" for m, t in list_pretrained()) or "none"
-        raise ValueError(f"no pretrained weights {tag!r} for model {name!r}; shipped: {known}")
+    weights = PRETRAINED[name, tag]
     if kwargs:
         raise ValueError(f"pretrained={tag!r} fixes the architecture; drop {', '.join(sorted(kwargs))}")
-    with resources.as_file(resources.files(__package__) / "weights" / weights.file) as path:
+    with resources.as_file(WEIGHTS / weights.file) as path:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing from this groupsnn installation; reinstall groupsnn")
         digest = file_sha256(path)
@@ -57,3 +55,7 @@ def load_pretrained(name: str, tag: str, num_classes: Optional[int] = None, **kw
         raise ValueError(f"pretrained={tag!r} has {meta['num_classes']} classes, not num_classes={num_classes}; "
                          "fine-tune it with `groupsnn train --init-from` for another class count")
     return model
+
+
+for _name, _tag in PRETRAINED:
+    register_pretrained(_name, _tag, functools.partial(load_pretrained, _name, _tag))
