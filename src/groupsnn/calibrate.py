@@ -18,9 +18,9 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from .convert import prepare, trace
+from .convert import prepare, record, trace
 from .qcfs import QCFS
-from .runtime import model_device
+from .simulate import _model_device
 
 _FUSE = {nn.Conv1d: fuse_conv_bn_eval, nn.Conv2d: fuse_conv_bn_eval, nn.Conv3d: fuse_conv_bn_eval,
          nn.Linear: fuse_linear_bn_eval}
@@ -98,7 +98,7 @@ def fuse_batchnorm(model: nn.Module, inplace: bool = False) -> nn.Module:
         if fuse is not None and isinstance(bn, _BatchNorm) and bn.track_running_stats:
             net.set_submodule(layer_node.target, fuse(layer.eval(), bn.eval()))
             net.set_submodule(node.target, nn.Identity())
-    return net
+    return record(net, fuse_bn=True)
 
 
 def _threshold(hist: StreamingHistogram, percentile: float, shape: tuple, name: str) -> torch.Tensor:
@@ -123,22 +123,23 @@ def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_
     one θ per layer or, with ``per_channel``, per channel (dim 1). Max-pooling is kept
     (``maxpool="keep"``; ``convert`` makes it a ``RateMaxPool``, exact on rates) or replaced by
     average pooling (``"avg"``, as in ``prepare``; it breaks networks trained with max-pooling).
-    ``fuse_bn`` first folds BatchNorm into the preceding conv/linear. The result is in eval mode.
+    ``fuse_bn`` folds BatchNorm into the preceding conv/linear. The result is in eval mode and
+    follows ``prepare``'s contract (``inplace=True`` rewrites ``model`` itself or raises); its recipe
+    notes these settings, so a checkpoint of it rebuilds the same network.
     """
     QCFS(levels)  # validates levels before any work
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
     if batches is not None and batches < 1:
         raise ValueError(f"batches must be a positive integer or None (all), got {batches!r}")
-    net = (model if inplace else copy.deepcopy(model)).eval()
-    if fuse_bn:
-        net = fuse_batchnorm(net, inplace=True)
     # threshold ∞ with no levels is ReLU exactly: the statistics are those of the original network
-    net = prepare(net, levels=None, threshold=math.inf, maxpool=maxpool, inplace=True).eval()
+    net = prepare(model, levels=None, threshold=math.inf, maxpool=maxpool, inplace=inplace).eval()
+    if fuse_bn:
+        fuse_batchnorm(net, inplace=True)
     activations = {m: name for name, m in net.named_modules() if isinstance(m, QCFS)}
     histograms, shapes = {}, {}
 
-    def record(module: nn.Module, inputs, out: torch.Tensor) -> None:
+    def observe(module: nn.Module, inputs, out: torch.Tensor) -> None:
         if module not in histograms:
             channels = out.shape[1] if per_channel else 1
             histograms[module] = StreamingHistogram(channels, bins, out.device)
@@ -146,8 +147,8 @@ def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_
         flat = out.transpose(0, 1).reshape(out.shape[1], -1) if per_channel else out.reshape(1, -1)
         histograms[module].update(flat)
 
-    hooks = [m.register_forward_hook(record) for m in activations]
-    device = model_device(net)
+    hooks = [m.register_forward_hook(observe) for m in activations]
+    device = _model_device(net)
     try:
         for batch in islice(loader, batches):
             net(batch[0].to(device) if isinstance(batch, (tuple, list)) else batch.to(device))
@@ -159,4 +160,5 @@ def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_
             raise ValueError(f"calibrate(): activation {name!r} never ran on the calibration data")
         m.threshold = nn.Parameter(_threshold(histograms[m], percentile, shapes[m], name).to(device))
         m.levels = levels
-    return net
+    return record(net, levels=levels, calibration={"percentile": percentile, "per_channel": per_channel,
+                                                   "batches": batches, "bins": bins})

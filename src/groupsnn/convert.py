@@ -1,14 +1,23 @@
-"""Rewrite networks by module swap: ``prepare`` (ReLU -> QCFS, MaxPool -> AvgPool) and ``convert``
-(QCFS -> IF or Group Neuron), in the manner of ``torch.ao.quantization``'s prepare/convert.
+"""Rewrite networks: ``prepare`` (ReLU -> QCFS, MaxPool -> AvgPool) and ``convert`` (QCFS -> IF or
+Group Neuron), in the manner of ``torch.ao.quantization``'s prepare/convert.
 
 Activation *call sites* are what get rewritten, found with ``torch.fx``: a ReLU module, a functional
 ``F.relu`` / ``torch.relu`` / ``x.relu()`` call in ``forward``, and one module instance called at
 several places (each site gets its own module, since a stateful neuron shared by two sites would mix
-their membranes). When nothing but module swaps is needed the result keeps the input's class;
-otherwise it is a ``torch.fx.GraphModule`` with the same submodule names plus the new ones.
+their membranes). The result follows one contract:
+
+- when module swaps suffice (every site is a module called once), the result is the input's own
+  class, with its methods; every name a swapped module is stored under gets the new module;
+- otherwise it is a ``torch.fx.GraphModule`` (named so): the traced ``forward``, the same submodule
+  names plus the new ones, and none of the input's other methods. ``inplace=True`` refuses such
+  models with a ValueError naming the site, before anything is changed;
+- an in-place site whose write is seen later (``F.relu_(h)`` as a statement, ``nn.ReLU(inplace=True)``
+  on a tensor used again) keeps its effect: it becomes ``h.copy_(new(h.clone()))``.
+
 Models that ``torch.fx`` cannot trace get their activation modules swapped, with a warning.
 """
 import copy
+import operator
 import warnings
 from collections import Counter
 from typing import Callable, NamedTuple, Optional, Union
@@ -21,6 +30,7 @@ import torch.nn.functional as F
 from .neurons import GroupNeuron, IFNeuron, RateMaxPool, StatefulModule
 from .qcfs import QCFS
 
+RECIPE = "groupsnn_recipe"  # the attribute where prepare/calibrate/fuse_batchnorm note how they made a model
 
 
 class Site(NamedTuple):
@@ -58,6 +68,13 @@ _MAX_POOL_FUNCTIONS = {
 MAX_TO_AVG_POOL_CALLS = set(_MAX_POOL_FUNCTIONS.values())
 SITE_CALLS = NONLINEAR_CALLS | MAX_TO_AVG_POOL_CALLS  # the function calls a rule gets to see
 
+_IN_PLACE_CALLS = {torch.relu_, "relu_", "sigmoid_", "tanh_"}  # F.relu_ is torch.relu_
+# layers whose output is a new tensor that nothing else holds: writing into it in place is unseen
+# by the rest of the network when its one user is the in-place site
+_FRESH_MODULES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, nn.GroupNorm,
+                  nn.LayerNorm, QCFS)
+_FRESH_CALLS = {operator.add, operator.sub, operator.mul, torch.add, torch.sub, torch.mul, torch.cat}
+
 
 class _Tracer(fx.Tracer):
     """Keeps QCFS, neurons and other stateful modules as leaves (they are not in ``torch.nn``)."""
@@ -68,6 +85,12 @@ class _Tracer(fx.Tracer):
 
 def trace(model: nn.Module) -> fx.Graph:
     return _Tracer().trace(model)
+
+
+def record(model: nn.Module, **fields) -> nn.Module:
+    """Add ``fields`` to ``model``'s recipe (how it was made; checkpoints save it to rebuild it)."""
+    setattr(model, RECIPE, {**getattr(model, RECIPE, {}), **fields})
+    return model
 
 
 def _is_call(node: fx.Node, calls: set) -> bool:
@@ -102,6 +125,42 @@ def _site_name(node: fx.Node) -> str:
     return f"{node.name} in {where!r}" if where else node.name
 
 
+def _call_name(node: fx.Node) -> str:
+    return getattr(node.target, "__name__", node.target)
+
+
+def _input(node: fx.Node):
+    return node.args[0] if node.args else node.kwargs.get("input")
+
+
+def _writes_input(node: fx.Node, model: nn.Module) -> bool:
+    """Whether the call at ``node`` writes its result into its input (``inplace=True``, ``relu_``)."""
+    if node.op == "call_module":
+        return getattr(model.get_submodule(node.target), "inplace", False) is True
+    if _is_call(node, _IN_PLACE_CALLS):
+        return True
+    return node.target is F.relu and node.kwargs.get("inplace", len(node.args) > 1 and node.args[1]) is True
+
+
+def _write_is_seen(node: fx.Node, model: nn.Module) -> bool:
+    """Whether writing into the input of ``node`` can be seen elsewhere: the input is used again, or
+    may share memory with another tensor (a view, the model's input, a parameter...)."""
+    x = _input(node)
+    if not isinstance(x, fx.Node) or len(x.users) > 1:
+        return True
+    if x.op == "call_module":
+        return not isinstance(model.get_submodule(x.target), _FRESH_MODULES)
+    return not _is_call(x, _FRESH_CALLS)
+
+
+def _aliases(model: nn.Module) -> dict[int, list[str]]:
+    """Every name each submodule is stored under (``self.relu = self.act = nn.ReLU()``: two)."""
+    names = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(module), []).append(name)
+    return names
+
+
 def _swap_modules(model: nn.Module, rule: Rule) -> None:
     replaced = {}
     for name, module in list(model.named_modules(remove_duplicate=False)):
@@ -113,51 +172,96 @@ def _swap_modules(model: nn.Module, rule: Rule) -> None:
             model.set_submodule(name, replaced[id(module)])
 
 
-def rewrite(model: nn.Module, rule: Rule, what: str) -> nn.Module:
-    """Apply ``rule`` at every call site of ``model`` (in place); returns the rewritten model."""
+class _Edit(NamedTuple):
+    node: fx.Node
+    new: nn.Module
+    keep_write: bool  # an in-place site whose write is seen: becomes ``x.copy_(new(x.clone()))``
+
+
+def _plan(model: nn.Module, graph: fx.Graph, rule: Rule) -> list[_Edit]:
+    """The new module of each call site the rule replaces; changes nothing."""
+    edits = []
+    for node in graph.nodes:
+        if node.op == "call_module":
+            new = rule(Site(model.get_submodule(node.target), node.target))
+        elif _is_call(node, SITE_CALLS):
+            kwargs = dict(node.kwargs)
+            args = node.args or (kwargs.pop("input"),)
+            new = rule(Site(node.target, _site_name(node), args[1:], kwargs))
+        else:
+            continue
+        if new is not None:
+            edits.append(_Edit(node, new, _writes_input(node, model) and _write_is_seen(node, model)))
+    return edits
+
+
+def _graph_change(edits: list[_Edit], calls: Counter) -> Optional[str]:
+    """Why ``edits`` need a new ``forward`` (None when module swaps suffice)."""
+    for node, _, keep_write in edits:
+        if node.op != "call_module":
+            return f"forward() calls {_call_name(node)} at {_site_name(node)!r}, which becomes a module call"
+        if calls[node.target] > 1:
+            return f"module {node.target!r} is called at {calls[node.target]} places, each of which gets its own"
+        if keep_write:
+            return f"module {node.target!r} writes into its input in place and the input is used again"
+    return None
+
+
+def rewrite(model: nn.Module, rule: Rule, what: str, inplace: bool = False) -> nn.Module:
+    """Apply ``rule`` at every call site of ``model`` (of a copy unless ``inplace``); returns the
+    rewritten model, which follows the contract of the module docstring."""
+    net = model if inplace else copy.deepcopy(model)
     try:
-        graph = trace(model)
+        graph = trace(net)
     except Exception as err:  # noqa: BLE001  (anything fx raises means: fall back to module swap)
         warnings.warn(
             f"{what}: torch.fx cannot trace {type(model).__name__} ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}); swapped activation modules only. "
             "Functional activations (F.relu, torch.relu, x.relu()) in forward() were left as they "
             "are, and a module called at several places stays shared.", stacklevel=3)
-        _swap_modules(model, rule)
-        return model
+        _swap_modules(net, rule)
+        return net
 
-    originals = {n.target: model.get_submodule(n.target) for n in graph.nodes if n.op == "call_module"}
-    calls_left = Counter(n.target for n in graph.nodes if n.op == "call_module")
-    graph_changed = False
-    for node in list(graph.nodes):
+    edits = _plan(net, graph, rule)
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    aliases = _aliases(net)
+    why = _graph_change(edits, calls)
+    if why is None:
+        for node, new, _ in edits:
+            for name in aliases[id(net.get_submodule(node.target))]:
+                net.set_submodule(name, new)
+        return net
+    if inplace:
+        raise ValueError(f"{what}: inplace=True cannot rewrite {type(model).__name__} in place ({why}); "
+                         "call it without inplace=True and use the torch.fx.GraphModule it returns")
+
+    for node, new, keep_write in edits:
         if node.op == "call_module":
-            new = rule(Site(originals[node.target], node.target))
-            if new is None:
-                continue
-            calls_left[node.target] -= 1
-            if calls_left[node.target] == 0:  # the last site keeps the original name
-                model.set_submodule(node.target, new)
+            calls[node.target] -= 1
+            if calls[node.target] == 0:  # the last site keeps the original name (all of them)
+                name = node.target
+                for alias in aliases[id(net.get_submodule(name))]:
+                    net.set_submodule(alias, new)
             else:
                 parent, _, leaf = node.target.rpartition(".")
-                node.target = _fresh_name(model, parent, leaf)
-                model.set_submodule(node.target, new, strict=False)
-                graph_changed = True
-        elif _is_call(node, SITE_CALLS):
-            kwargs = dict(node.kwargs)
-            args = node.args or (kwargs.pop("input"),)
-            new = rule(Site(node.target, _site_name(node), args[1:], kwargs))
-            if new is None:
-                continue
-            name = _fresh_name(model, _enclosing_module(node), getattr(node.target, "__name__", node.target))
-            model.set_submodule(name, new, strict=False)
-            with graph.inserting_before(node):
-                node.replace_all_uses_with(graph.call_module(name, args[:1]))
-            graph.erase_node(node)
-            graph_changed = True
-    if not graph_changed:
-        return model
+                name = _fresh_name(net, parent, leaf)
+                net.set_submodule(name, new, strict=False)
+        else:
+            name = _fresh_name(net, _enclosing_module(node), _call_name(node))
+            net.set_submodule(name, new, strict=False)
+        x = _input(node)
+        with graph.inserting_before(node):
+            if keep_write:
+                out = graph.call_method("copy_", (x, graph.call_module(name, (graph.call_method("clone", (x,)),))))
+            else:
+                out = graph.call_module(name, (x,))
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
     graph.lint()
-    return fx.GraphModule(model, graph, class_name=type(model).__name__)
+    rewritten = fx.GraphModule(net, graph)
+    if hasattr(net, RECIPE):
+        setattr(rewritten, RECIPE, getattr(net, RECIPE))
+    return rewritten
 
 
 def _avg_pool_like(pool: nn.Module) -> nn.Module:
@@ -183,7 +287,11 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
             maxpool: str = "avg") -> nn.Module:
     """Return ``model`` with every ReLU call site replaced by a QCFS (``levels``, initial ``threshold``)
     and every max-pooling by average pooling; ready for QCFS training and then ``convert``.
-    ``maxpool="keep"`` keeps max-pooling (for networks trained with it, see ``calibrate``)."""
+    ``maxpool="keep"`` keeps max-pooling (for networks trained with it, see ``calibrate``).
+
+    The result is ``model``'s class when module swaps suffice, else a ``torch.fx.GraphModule``
+    (see the module docstring); ``inplace=True`` rewrites ``model`` itself or raises. It notes
+    ``levels`` and ``maxpool`` in its recipe, which checkpoints save."""
     QCFS(levels, threshold)  # validates the arguments before any work
     if maxpool not in ("avg", "keep"):
         raise ValueError(f"maxpool must be 'avg' (replace by average pooling) or 'keep', got {maxpool!r}")
@@ -199,14 +307,25 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
             return _avg_pool_like(_max_pool_module(site))
         return None
 
-    return rewrite(model if inplace else copy.deepcopy(model), rule, "prepare()")
+    return record(rewrite(model, rule, "prepare()", inplace), levels=levels, maxpool=maxpool)
 
 
 def convert(model: nn.Module, neuron: str = "gn", tau: int = 4, strict: bool = True,
             inplace: bool = False, step_mode: str = "s") -> nn.Module:
     """Return the SNN: each QCFS call site becomes an IF neuron (``neuron="if"``) or a Group Neuron of
     ``tau`` members (``neuron="gn"``), keeping its threshold, and each max-pooling a ``RateMaxPool``.
-    Any other activation raises, naming the layer, unless ``strict=False`` (then it is left as it is)."""
+    Any other activation raises, naming the layer, unless ``strict=False`` (then it is left as it is).
+    The result follows ``prepare``'s contract (its class, or a ``torch.fx.GraphModule``).
+
+    The SNN takes one time step per call, ``[B, ...]`` (``step_mode="s"``, the only mode for whole
+    networks; run T steps with ``groupsnn.simulate``). It is for inference: its neurons have no
+    gradient (their spike counts are floors), so a backward pass through them raises
+    (no training through time)."""
+    if step_mode != "s":
+        raise ValueError(f"convert(): step_mode={step_mode!r} is not supported: a converted network's "
+                         "layers take one time step [B, ...], so multi-step mode ([T, B, ...] input) would "
+                         "fold time into them; convert with step_mode='s' and run the steps with "
+                         "groupsnn.simulate, or call the SNN on x[t] for each t")
     if neuron not in ("gn", "if"):
         raise ValueError(f"unknown neuron {neuron!r}; use 'gn' (Group Neuron) or 'if' (integrate-and-fire)")
     if neuron == "gn":
@@ -219,12 +338,12 @@ def convert(model: nn.Module, neuron: str = "gn", tau: int = 4, strict: bool = T
                 raise ValueError(f"convert(): threshold of {site.name!r} is not positive "
                                  f"({target.threshold.min().item():.4g}); retrain or recalibrate it")
             if neuron == "gn":
-                return GroupNeuron(target.threshold, tau, step_mode)
-            return IFNeuron(target.threshold, step_mode)
+                return GroupNeuron(target.threshold, tau)
+            return IFNeuron(target.threshold)
         if type(target) in MAX_TO_AVG_POOL:
-            return RateMaxPool(target, step_mode)
+            return RateMaxPool(target)
         if target in MAX_TO_AVG_POOL_CALLS:
-            return RateMaxPool(_max_pool_module(site), step_mode)
+            return RateMaxPool(_max_pool_module(site))
         is_module = isinstance(target, nn.Module)
         if strict and (isinstance(target, NONLINEAR_MODULES) or (not is_module and target in NONLINEAR_CALLS)):
             kind = type(target).__name__ if is_module else getattr(target, "__name__", target)
@@ -235,4 +354,4 @@ def convert(model: nn.Module, neuron: str = "gn", tau: int = 4, strict: bool = T
                              f"neuron; {hint}, or pass strict=False to leave it as it is")
         return None
 
-    return rewrite(model if inplace else copy.deepcopy(model), rule, "convert()")
+    return rewrite(model, rule, "convert()", inplace)

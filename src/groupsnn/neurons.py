@@ -12,6 +12,10 @@ these units. Working in these units makes the first step compute exactly QCFS's 
 (``floor(x·L/θ + 1/2)``), so an SNN with τ = L at T = 1 *is* the QCFS network. The IF neuron is the
 classic one (threshold θ, starts at θ/2, reset by subtraction), which equals GN with τ = 1.
 ``RateMaxPool`` is max-pooling between neurons, made exact on rates (``max_pool_step``).
+
+The neurons are for inference. Their spike counts are floors, whose gradient is zero almost
+everywhere, so gradients through time (SNN training, surrogate gradients) are not a feature: a
+backward pass that reaches a neuron raises. Train the QCFS ANN instead and convert it.
 """
 import functools
 from typing import NamedTuple, Optional
@@ -79,6 +83,21 @@ def compiled_gn_step(x: torch.Tensor, state: Optional[NeuronState], threshold: t
     return _compile_gn_step()(x, state, threshold, tau)
 
 
+class _NoGradient(torch.autograd.Function):
+    """The identity on a neuron's output, whose backward raises: a floor passes no gradient, and a
+    silent zero would read as a network that cannot learn."""
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("backward through a groupsnn spiking neuron: its spike counts have no gradient, "
+                           "so SNN training through time is not supported; train the QCFS network "
+                           "(groupsnn.prepare) and convert it")
+
+
 class StatefulModule(nn.Module):
     """A module of an SNN with state, SpikingJelly-style.
 
@@ -131,6 +150,12 @@ class SpikingNeuron(StatefulModule):
         return super().forward(x)
 
     def _single_step(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        out = self._advance(x, inplace)
+        if torch.is_grad_enabled() and (x.requires_grad or self.threshold.requires_grad):
+            return _NoGradient.apply(out, x, self.threshold)
+        return out
+
+    def _advance(self, x: torch.Tensor, inplace: bool) -> torch.Tensor:
         if self.compiled:
             out, _, self.state = self.step(x, self.state)
             return out
