@@ -20,7 +20,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from .convert import prepare, record, trace
 from .qcfs import QCFS
-from .simulate import _model_device
+from .runtime import model_device
 
 _FUSE = {nn.Conv1d: fuse_conv_bn_eval, nn.Conv2d: fuse_conv_bn_eval, nn.Conv3d: fuse_conv_bn_eval,
          nn.Linear: fuse_linear_bn_eval}
@@ -148,7 +148,7 @@ def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_
         histograms[module].update(flat)
 
     hooks = [m.register_forward_hook(observe) for m in activations]
-    device = _model_device(net)
+    device = model_device(net)
     try:
         for batch in islice(loader, batches):
             net(batch[0].to(device) if isinstance(batch, (tuple, list)) else batch.to(device))
