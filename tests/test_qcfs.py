@@ -97,3 +97,57 @@ def test_threshold_gradient_of_half_precision_inputs_is_summed_in_float32():
     (qcfs(x, th, 8) * 1024).sum().backward()  # like AMP's loss scale: a float16 sum would overflow
     assert torch.isfinite(th.grad) and th.grad.dtype == torch.float32
     assert th.grad.item() == pytest.approx(1024 * 131072 * (0 - 0.3) / 8, rel=1e-3)
+
+
+class _SavedOutputQCFS(torch.autograd.Function):
+    """The previous implementation (it kept x, θ and y for backward): the reference the fused
+    QCFSFunction must reproduce."""
+
+    @staticmethod
+    def forward(ctx, x, threshold, levels):
+        threshold = threshold.to(x.dtype)
+        y = (x * (levels / threshold)).add_(0.5).floor_().clamp_(0, levels).div_(levels).mul_(threshold)
+        ctx.save_for_backward(x, threshold, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, threshold, y = ctx.saved_tensors
+        inside = (x >= 0) & (x <= threshold)
+        dy_dth = torch.where(inside, (y - x) / threshold, (x > threshold).to(x.dtype))
+        grad = grad_y * dy_dth
+        return grad_y * inside, grad.to(torch.promote_types(grad.dtype, torch.float32)).sum_to_size(threshold.shape), None
+
+
+@pytest.mark.parametrize("levels", [2, 8, 16])
+@pytest.mark.parametrize("threshold_shape", [(), (6, 1, 1)])
+def test_fused_function_equals_the_previous_one(levels, threshold_shape):
+    x = (torch.randn(4, 6, 7, 7, dtype=torch.float64) * 3).requires_grad_()
+    x.data[0, 0, 0, :3] = torch.tensor([0.0, -0.0, 2.0])  # on the edges of [0, θ] below
+    th = (torch.rand(threshold_shape, dtype=torch.float64) + 1.5).requires_grad_()
+    th.data.fill_(2.0) if th.ndim == 0 else th.data[0].fill_(2.0)
+    grad_out = torch.randn(4, 6, 7, 7, dtype=torch.float64)
+    y, y_ref = qcfs(x, th, levels), _SavedOutputQCFS.apply(x, th, levels)
+    assert torch.equal(y, y_ref)  # bit for bit
+    gx, gth = torch.autograd.grad(y, (x, th), grad_out)
+    rx, rth = torch.autograd.grad(y_ref, (x, th), grad_out)
+    assert torch.equal(gx, rx)
+    torch.testing.assert_close(gth, rth, rtol=1e-12, atol=1e-12)  # the same sum in another order
+
+
+def test_only_the_input_and_threshold_are_saved_for_backward():
+    saved = []
+    x, th = torch.randn(8, 3, 5, 5, requires_grad=True), torch.tensor(1.0, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        qcfs(x, th, 8)
+    assert sum(t.numel() for t in saved) == x.numel() + 1
+
+
+def test_bfloat16_autocast_keeps_the_forward_and_sums_the_threshold_gradient_in_float32():
+    x = torch.randn(16, 4, 8, 8).bfloat16().requires_grad_()
+    th = torch.tensor(1.7, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = qcfs(x, th, 8)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, _SavedOutputQCFS.apply(x, th, 8))
+    y.float().sum().backward()
+    assert th.grad.dtype == torch.float32 and torch.isfinite(th.grad)

@@ -29,26 +29,36 @@ def quantize(x: torch.Tensor, scale: torch.Tensor, levels: int) -> torch.Tensor:
 
 
 class QCFSFunction(torch.autograd.Function):
+    """QCFS with the straight-through gradients above, saving only ``x`` and θ for backward.
+
+    The backward pass recomputes what it needs from ``x`` (element-wise work that a compiler fuses
+    into the pass it makes anyway) instead of keeping the output alive from forward to backward.
+    With ``u = x·L/θ`` and ``n`` the level, ``dy/dθ = (y - x)/θ = (n - u)/L`` inside [0, θ] and
+    ``n/L`` (1 above θ, 0 below 0) elsewhere: one expression, ``(n - u·[0 <= x <= θ])/L``.
+    """
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:
+        ctx.levels = levels
+        ctx.save_for_backward(x, threshold)
         threshold = threshold.to(x.dtype)
         # (n/L)·θ rather than n·(θ/L): the top level is then exactly θ, whatever the rounding
-        y = quantize(x, levels / threshold, levels).div_(levels).mul_(threshold)
-        ctx.save_for_backward(x, threshold, y)
-        return y
+        return quantize(x, levels / threshold, levels).div_(levels).mul_(threshold)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
-        x, threshold, y = ctx.saved_tensors
-        inside = (x >= 0) & (x <= threshold)
+        x, threshold = ctx.saved_tensors
+        levels, th = ctx.levels, threshold.to(x.dtype)
+        inside = (x >= 0) & (x <= th)
         grad_x = grad_th = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad_y * inside
+            grad_x = torch.where(inside, grad_y, 0)
         if ctx.needs_input_grad[1]:
-            dy_dth = torch.where(inside, (y - x) / threshold, (x > threshold).to(x.dtype))
+            u = x * (levels / th)
+            n = torch.add(u, 0.5).floor_().clamp_(0, levels)  # the forward's level, bit for bit
+            grad = n.sub_(u.mul_(inside)).mul_(grad_y)
             # summed in at least float32: a half-precision sum over B·C·H·W overflows under AMP's loss scale
-            grad = grad_y * dy_dth
-            grad_th = grad.to(torch.promote_types(grad.dtype, torch.float32)).sum_to_size(threshold.shape)
+            grad_th = grad.to(torch.promote_types(grad.dtype, torch.float32)).sum_to_size(threshold.shape) / levels
         return grad_x, grad_th, None
 
 
