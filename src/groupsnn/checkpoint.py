@@ -4,6 +4,12 @@ A checkpoint is a dict ``{"format": "groupsnn", "format_version", "meta", "model
 ``meta`` says how to rebuild the network (model name and keyword arguments, num_classes, QCFS
 levels, data set, seed, package version), so ``load_model(path)`` needs nothing else. Training
 checkpoints add the optimiser, scheduler, AMP scaler and RNG states, and the epoch.
+
+``meta["network"]`` (added by ``save_checkpoint`` for a model that ``prepare``, ``calibrate`` or
+``fuse_batchnorm`` made) is that model's recipe: QCFS levels, max-pooling kept or averaged,
+BatchNorm folded or not, the calibration settings, and the shape of every QCFS threshold (one per
+layer, or per channel). ``build_model`` replays it. Checkpoints without it were made by ``prepare``
+with the default max-pooling replacement and one threshold per layer, and are rebuilt that way.
 """
 import io
 import pickle
@@ -16,7 +22,9 @@ import torch.nn as nn
 
 from . import models
 from ._io import PathLike, atomic_write, file_sha256
-from .convert import prepare
+from .calibrate import fuse_batchnorm
+from .convert import RECIPE, prepare, record
+from .qcfs import QCFS
 
 FORMAT = "groupsnn"
 FORMAT_VERSION = 1
@@ -31,6 +39,9 @@ def make_meta(model: str, num_classes: int, levels: Optional[int], data: str, se
 
 def save_checkpoint(path: PathLike, model: nn.Module, meta: dict, **training_state) -> Path:
     """Write ``model``'s weights with ``meta`` (and e.g. optimizer=..., epoch=...) atomically."""
+    network = network_record(model)
+    if network is not None:
+        meta = {**meta, "network": network}
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta,
                "model": model.state_dict(), **training_state}
     buffer = io.BytesIO()  # serialise first, so a full disk is an OSError of the plain write below
@@ -68,10 +79,34 @@ def load_checkpoint(path: PathLike) -> dict:
     return payload
 
 
+def network_record(model: nn.Module) -> Optional[dict]:
+    """``model``'s recipe with the shape of each QCFS threshold, or None for a model groupsnn did not
+    make (see the module docstring)."""
+    recipe = getattr(model, RECIPE, None)
+    if recipe is None:
+        return None
+    shapes = {name: list(m.threshold.shape) for name, m in model.named_modules() if isinstance(m, QCFS)}
+    return {**recipe, "threshold_shapes": shapes}
+
+
 def build_model(meta: dict) -> nn.Module:
-    """The (untrained) network described by ``meta``: the registry model, prepared if it has levels."""
+    """The (untrained) network described by ``meta``: the registry model, made as its recipe says."""
     net = models.create(meta["model"], num_classes=meta["num_classes"], **meta.get("model_kwargs", {}))
-    return prepare(net, levels=meta["levels"], inplace=True) if meta.get("levels") else net
+    network = meta.get("network")
+    if network is None:  # a checkpoint from before recipes: prepare(levels) made it, if it has levels
+        return prepare(net, levels=meta["levels"], inplace=True) if meta.get("levels") else net
+    if network.get("fuse_bn"):
+        fuse_batchnorm(net.eval(), inplace=True)
+    if "maxpool" in network:
+        net = prepare(net, levels=network["levels"], maxpool=network["maxpool"])
+    modules = dict(net.named_modules())
+    for name, shape in network.get("threshold_shapes", {}).items():
+        qcfs = modules.get(name)
+        if not isinstance(qcfs, QCFS):
+            raise ValueError(f"checkpoint of {meta['model']!r}: its recipe has a QCFS {name!r} that the "
+                             "rebuilt network lacks; it was written by another groupsnn version")
+        qcfs.threshold = nn.Parameter(qcfs.threshold.detach().expand(shape).clone())
+    return record(net, **{k: v for k, v in network.items() if k != "threshold_shapes"})
 
 
 def load_model(path: PathLike) -> tuple[nn.Module, dict]:
