@@ -18,10 +18,10 @@ from typing import Iterable, Iterator, Optional, Sequence
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from .convert import trace
 from .neurons import SpikingNeuron
+from .progress import progress_bar
 from .runtime import check_timesteps, model_device
 
 # modules and functions whose output is a new tensor (not a view or their input itself)
@@ -139,7 +139,7 @@ def evaluate(snn: nn.Module, loader: Iterable, timesteps: Sequence[int] = (1, 2,
     runner = StepRunner(snn)
     correct, seen = dict.fromkeys(steps, 0), 0
     with eval_mode(snn):
-        for x, y in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        for x, y in progress_bar(loader, desc="evaluate", leave=False, disable=not progress):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             summed = None
             for t, out in enumerate(runner.steps(x, steps[-1]), start=1):

@@ -2,9 +2,9 @@
 from typing import Iterable, Sequence
 
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from .convert import convert
+from .progress import progress_bar
 from .qcfs import QCFS
 from .report import accuracy_rows
 from .simulate import evaluate
@@ -18,7 +18,7 @@ def sweep(ann: nn.Module, loader: Iterable, taus: Sequence[int] = (1, 2, 4, 8),
     from one run of max(T) steps (``evaluate``). Rows as ``report.accuracy_rows``, accuracies in %."""
     rows = []
     configs = [("if", None)] * include_if + [("gn", tau) for tau in taus]
-    for neuron, tau in tqdm(configs, desc="convert + simulate", disable=not progress):
+    for neuron, tau in progress_bar(configs, desc="convert + simulate", disable=not progress):
         rows += accuracy_rows(neuron, tau, evaluate(convert(ann, neuron, tau or 1), loader, timesteps))
     levels = next((m.levels for m in ann.modules() if isinstance(m, QCFS)), None)
     return {"ann_accuracy": round(evaluate(ann, loader, [1])[1], 4), "levels": levels, "snn": rows}

@@ -5,9 +5,12 @@ AMP on CUDA, DDP under ``torchrun``, atomic per-epoch checkpoints and exact ``--
 metrics, RNG streams), so its ``state_dict`` is all a resumed run needs to continue as if it had
 never stopped. ``fit`` is the in-memory shortcut; ``train`` is the ``groupsnn train`` command.
 """
+import contextlib
 import math
 import os
+import signal
 import sys
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -18,12 +21,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from . import data, models
 from ._io import PathLike, check_out_dir, remove_stale_temporaries
 from .checkpoint import load_checkpoint, make_meta, read_torch_file, save_checkpoint
 from .convert import prepare
+from .progress import progress_bar
 from .qcfs import QCFS
 from .report import write_csv
 from .simulate import evaluate
@@ -80,6 +83,11 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
         self.thresholds = [m.threshold for m in model.modules() if isinstance(m, QCFS)]
+        self.stop_requested = False  # set (by `train`'s Ctrl-C handler) to stop after the current step
+
+    def _stop_if_requested(self) -> None:
+        if self.stop_requested:
+            raise KeyboardInterrupt
 
     def train_epoch(self, progress: bool = True) -> dict:
         """One pass over the data; returns mean loss and accuracy (percent) on the training data."""
@@ -88,7 +96,8 @@ class Trainer:
             self.loader.sampler.set_epoch(self.epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = seen = 0
-        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False, disable=not progress)
+        bar = progress_bar(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False,
+                           disable=not progress)
         for step, (x, y) in enumerate(bar):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, enabled=self.amp):
@@ -110,19 +119,23 @@ class Trainer:
             seen += len(y)
             if progress and step % 10 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+            self._stop_if_requested()
         return {"train_loss": loss_sum.item() / seen, "train_accuracy": 100.0 * int(correct) / seen}
 
     def fit(self, test_loader: Optional[DataLoader] = None, progress: bool = True,
             on_epoch_end: Optional[Callable[["Trainer"], None]] = None) -> nn.Module:
         """Train the remaining epochs; ``on_epoch_end(trainer)`` after each (e.g. to checkpoint)."""
-        for _ in tqdm(range(self.epoch, self.cfg.epochs), desc="epochs", disable=not progress,
-                      initial=self.epoch, total=self.cfg.epochs):
+        bar = progress_bar(range(self.epoch, self.cfg.epochs), desc="epochs", disable=not progress,
+                           initial=self.epoch, total=self.cfg.epochs)
+        for _ in bar:
+            self._stop_if_requested()
             metrics = {"epoch": self.epoch + 1, **self.train_epoch(progress),
                        "lr": self.optimizer.param_groups[0]["lr"]}
             if test_loader is not None:
                 metrics["test_accuracy"] = evaluate(_unwrap(self.model), test_loader, timesteps=[1])[1]
             self.epoch += 1
             self.history.append(metrics)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k != "epoch"})
             if on_epoch_end is not None:
                 on_epoch_end(self)
         return _unwrap(self.model)
@@ -221,6 +234,27 @@ def default_model_kwargs(model: str, input_shape: tuple) -> dict:
     return kwargs
 
 
+@contextlib.contextmanager
+def _stop_on_ctrl_c(trainer: Trainer):
+    """Ctrl-C asks ``trainer`` to stop after its current step. A KeyboardInterrupt raised wherever the
+    signal lands can be lost (one raised inside a ``__del__`` is printed and dropped), and the loop
+    knows where it is safe to stop. A second Ctrl-C raises at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
 def _check_resumable(saved: dict, run: RunConfig, path: Path) -> None:
     now = asdict(run)
     changed = [k for k in now if k not in _FREE_ON_RESUME and saved.get(k) != now[k]]
@@ -288,13 +322,19 @@ def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Op
                 write_csv(out / METRICS, t.history, fields=list(t.history[0]))
                 save_checkpoint(out / CHECKPOINT, model, meta, **state)
 
+        # under torchrun all ranks would have to stop at the same step, which a flag per rank cannot
+        # promise: there Ctrl-C keeps its default behaviour (torchrun ends every rank)
+        stop_on_ctrl_c = _stop_on_ctrl_c(trainer) if world == 1 else contextlib.nullcontext()
         try:
-            trainer.fit(test_loader, progress=progress and rank == 0, on_epoch_end=checkpoint)
+            with stop_on_ctrl_c:
+                trainer.fit(test_loader, progress=progress and rank == 0, on_epoch_end=checkpoint)
         except KeyboardInterrupt:
             if rank == 0:
-                saved_note = f"{out / CHECKPOINT} holds epoch {trainer.epoch}; continue with --resume" \
-                    if trainer.epoch else "no epoch was completed, so there is no checkpoint yet"
-                print(f"\ninterrupted during epoch {trainer.epoch + 1}: {saved_note}", file=sys.stderr)
+                saved_note = (f"{out / CHECKPOINT} holds epoch {trainer.epoch}; --resume starts epoch "
+                              f"{trainer.epoch + 1} again from its beginning") if trainer.epoch else \
+                    "no epoch was completed, so there is no checkpoint; the run starts again without --resume"
+                print(f"\ninterrupted during epoch {trainer.epoch + 1}, whose progress is lost: {saved_note}",
+                      file=sys.stderr)
             raise
         return out / CHECKPOINT
     finally:

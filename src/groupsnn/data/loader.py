@@ -1,6 +1,7 @@
 """``make_loader``: one DataLoader recipe for every data set, single process or DDP."""
 import os
 import random
+import signal
 
 import numpy as np
 import torch
@@ -20,7 +21,10 @@ def default_workers(dataset: Dataset) -> int:
     return max(1, min(8, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1))
 
 
-def _seed_worker(worker_id: int) -> None:
+def _init_worker(worker_id: int) -> None:
+    # Ctrl-C in a terminal reaches the workers too; the main process decides when to stop, and a
+    # worker that quit on it would turn a clean stop into "DataLoader worker exited unexpectedly".
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # torch is already seeded per worker from the loader's generator; make random/NumPy follow it.
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
@@ -43,6 +47,6 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int | N
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
         num_workers=workers, pin_memory=torch.cuda.is_available(), drop_last=train and samples > batch_size,
-        generator=torch.Generator().manual_seed(seed + rank), worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(seed + rank), worker_init_fn=_init_worker,
         persistent_workers=False,  # fresh workers each epoch, seeded from `generator`: resumable
     )
