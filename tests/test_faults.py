@@ -17,8 +17,10 @@ TRAIN = ["-m", "groupsnn.cli", "train", "--model", "digits_cnn", "--data", "digi
 
 
 def start_training(out, *extra):
+    # SIGINT as in a terminal, even when the tests run in the background (which ignores it)
     return subprocess.Popen([sys.executable, *TRAIN, "--out", str(out), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def weights(path):
@@ -80,7 +82,15 @@ def interrupt_at_step(monkeypatch, step):
     return steps
 
 
-def test_ctrl_c_inside_a_finaliser_is_not_lost(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT handled as in an interactive Python (a test run in the background ignores it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_inside_a_finaliser_is_not_lost(tmp_path, monkeypatch, capsys, ctrl_c_raises):
     steps = interrupt_at_step(monkeypatch, 3)
     run = RunConfig(model="digits_cnn", data="digits", batch_size=64, optim=TrainConfig(epochs=3))
     with pytest.raises(KeyboardInterrupt):
@@ -91,7 +101,7 @@ def test_ctrl_c_inside_a_finaliser_is_not_lost(tmp_path, monkeypatch, capsys):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_resume_after_ctrl_c_gives_the_uninterrupted_weights(tmp_path, monkeypatch, capsys):
+def test_resume_after_ctrl_c_gives_the_uninterrupted_weights(tmp_path, monkeypatch, capsys, ctrl_c_raises):
     run = RunConfig(model="digits_cnn", data="digits", batch_size=64, optim=TrainConfig(epochs=2, seed=5))
     expected = weights(train(run, tmp_path / "full", progress=False))
     interrupt_at_step(monkeypatch, 22 + 7)  # digits: 22 batches per epoch

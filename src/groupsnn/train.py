@@ -238,8 +238,9 @@ def default_model_kwargs(model: str, input_shape: tuple) -> dict:
 def _stop_on_ctrl_c(trainer: Trainer):
     """Ctrl-C asks ``trainer`` to stop after its current step. A KeyboardInterrupt raised wherever the
     signal lands can be lost (one raised inside a ``__del__`` is printed and dropped), and the loop
-    knows where it is safe to stop. A second Ctrl-C raises at once."""
-    if threading.current_thread() is not threading.main_thread():
+    knows where it is safe to stop. A second Ctrl-C raises at once. A process that ignores SIGINT
+    (started with ``nohup`` or ``&``) keeps ignoring it."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield
         return
 
