@@ -76,7 +76,7 @@ def test_per_channel_thresholds_through_pooling_and_flatten():
     ann = gs.prepare(net, levels=4, threshold=1.0).eval()
     ann[1].threshold.data = torch.tensor([1.0, 3.0]).view(2, 1, 1)
     snn = gs.convert(ann, "gn", tau=4)
-    assert spike_sources(snn) == {"4": "1"}  # the linear layer is fed by the neurons' spikes
+    assert spike_sources(snn) == {"4": ("1",)}  # the linear layer is fed by the neurons' spikes
     x = torch.randn(3, 1, 2, 2)
     stats = layer_stats(snn, [x], timesteps=3)
     spikes = sum(gs.simulate(snn[:2], x, 3).sum(0).sum((0, 2, 3)) / torch.tensor([0.25, 0.75]))
@@ -136,3 +136,64 @@ def test_plain_relu_checkpoint_is_a_one_line_error(command, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "plain ReLU network" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+class TwoBranches(nn.Module):
+    """Two Linear(2→3) + ReLU branches whose spikes meet in ``join`` before the last layer."""
+
+    def __init__(self, join):
+        super().__init__()
+        self.join = join
+        self.fc1, self.fc2, self.relu1, self.relu2 = nn.Linear(2, 3), nn.Linear(2, 3), nn.ReLU(), nn.ReLU()
+        self.fc3 = nn.Linear({"add": 3, "image": 5}.get(join, 6), 2)
+
+    def forward(self, x):
+        a, b = self.relu1(self.fc1(x)), self.relu2(self.fc2(x))
+        if self.join == "add":
+            return self.fc3(a + b)
+        if self.join == "image":  # spikes of one branch beside the input itself
+            return self.fc3(torch.cat([a, x], 1))
+        joined = torch.cat([a, b], dim=1)
+        return self.fc3(joined.view(-1, 2, 3).flatten(1) if self.join == "cat-view" else joined)
+
+
+@pytest.mark.parametrize("join", ["cat", "cat-view", "add", "image"])
+def test_spikes_are_followed_through_cat_add_and_views(join):
+    ann = gs.prepare(TwoBranches(join), levels=2, threshold=1.0).eval()
+    stats = layer_stats(gs.convert(ann, "gn", tau=2), [torch.randn(4, 2) * 2], timesteps=3)
+    for layer in stats["layers"]:
+        spikes = layer["firing_rate"] * layer["neurons"] * 3  # per sample, over the 3 steps
+        assert spikes > 0
+        fed = join != "image" or layer["layer"] == "relu1"
+        assert layer["sops"] == pytest.approx(spikes * 2 if fed else 0)  # each spike reaches 2 outputs
+    # fc1 and fc2 (2x3 weights) see the input once; in "image", fc3 also multiplies the 2 input
+    # values by its 2 output rows at each of the 3 steps
+    assert stats["totals"]["snn_macs"] == pytest.approx(12 + (2 * 2 * 3 if join == "image" else 0))
+
+
+def test_a_dense_layer_after_the_neurons_costs_macs_at_every_step():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.relu, self.fc2 = nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.fc2(torch.exp(self.relu(self.fc1(x))))  # exp: not spikes any more
+
+    stats = layer_stats(gs.convert(gs.prepare(Net(), levels=2).eval(), "gn", tau=2), [torch.randn(4, 2)], 3)
+    assert stats["totals"]["snn_macs"] == 6 + 6 * 3 and stats["totals"]["sops"] == 0
+
+
+def test_an_untraceable_model_is_a_clear_error():
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.relu = nn.Linear(2, 2), nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.fc(x)) if x.sum() > 0 else self.fc(x)
+
+    with pytest.warns(UserWarning):
+        snn = gs.convert(gs.prepare(Untraceable(), levels=2))
+    with pytest.raises(ValueError, match="cannot trace Untraceable"):
+        layer_stats(snn, [torch.ones(1, 2)], timesteps=1)

@@ -1,26 +1,33 @@
 """Per-layer statistics of an SNN run: firing rates, synaptic operations, energy, conversion error.
 
-``layer_stats(snn, batches, timesteps, ann)`` runs the SNN on each batch for T steps with forward
-hooks attached for that call only, and returns one row per neuron layer plus totals, per input
-sample. What is counted:
+``layer_stats(snn, batches, timesteps, ann)`` runs the SNN's traced graph node by node for T steps
+on each batch, following spikes through the network, and returns one row per neuron layer plus
+totals, per input sample. What is counted:
 
 - ``firing_rate``: spikes per neuron per step. A Group Neuron's spikes are its member spikes,
   ``out·τ/θ`` (0 to τ per step), so its rate can exceed 1; an IF neuron's is at most 1.
 - ``sops`` (synaptic operations, over all T steps): the accumulates the layer's spikes drive in
-  the weighted layers (conv, linear modules) they reach, directly or through pooling, flatten or
-  dropout. A spike arriving at input p of such a layer costs fan-out(p) accumulates, the number of
-  weights the layer multiplies p with (fewer at padded borders). Pooling acts on spike counts as on
-  spikes, so after a k-input average pool a spike counts 1/k at each pooled input.
+  the weighted layers (conv, linear modules) they reach, directly or through operations that
+  are linear in spike counts: views and reshapes, flatten, dropout, average pooling, ``torch.cat``,
+  additions of tensors, indexing; and through max-pooling on rates (``RateMaxPool``) of one
+  layer's spikes. A spike arriving at input p of such a layer costs fan-out(p) accumulates, the
+  number of weights the layer multiplies p with (fewer at padded borders). Pooling acts on spike
+  counts as on spikes, so after a k-input average pool a spike counts 1/k at each pooled input.
+  Spikes of several layers meeting in a ``cat`` or a sum are each charged to their own layer.
 - ``macs``: the multiply-accumulates of the same weighted layers in the ANN, one forward:
   outputs × weights per output, padding included, as dense hardware computes them.
-- totals: the SNN also computes MACs in weighted layers not fed by spikes (the first layer, fed by
-  the image: once per input, as ``simulate`` runs it once); energy at 0.9 pJ per accumulate and
-  4.6 pJ per multiply-accumulate (32-bit float in 45 nm, Horowitz, ISSCC 2014). BatchNorm (which
-  folds into the layer before it), pooling, additions and neuron updates are counted in neither.
+- totals: the SNN also computes MACs in weighted layers not fed by spikes: once per input for
+  those before every neuron (the first layer sees the same image at every step), once per step for
+  the others; a layer fed by spikes and other values (``cat`` of spikes with the image, spikes plus
+  a dense tensor) pays fan-out(p) MACs per step for each non-spike input p. Energy at 0.9 pJ per
+  accumulate and 4.6 pJ per multiply-accumulate (32-bit float in 45 nm, Horowitz, ISSCC 2014).
+  BatchNorm (which folds into the layer before it), pooling, additions and neuron updates are
+  counted in neither.
 - ``conversion_mse``: the mean squared difference between the ANN's QCFS activation and the
   neuron's output averaged over the T steps, on the same inputs (the SNN keeps the ANN's layer names).
 """
 import contextlib
+import operator
 from collections import defaultdict
 from typing import Iterable, Optional
 
@@ -34,36 +41,99 @@ from .convert import trace
 from .neurons import RateMaxPool, SpikingNeuron
 from .qcfs import QCFS
 from .runtime import check_timesteps, model_device
-from .simulate import StepRunner, eval_mode
+from .simulate import eval_mode, reset
 
 AC_PJ, MAC_PJ = 0.9, 4.6  # energy per accumulate / multiply-accumulate, 32-bit float, 45 nm (Horowitz 2014)
 
 WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
-# between a neuron and a weighted layer, these pass spikes on (as counts, averages or reshapes)
-_PASS_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.modules.dropout._DropoutNd, RateMaxPool,
+# operations linear in spike counts, through which spikes reach weighted layers; their first
+# argument is the data (a tensor, or for cat a list of tensors), the others are sizes or indices
+_PASS_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.modules.dropout._DropoutNd,
                  nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd)
-_PASS_CALLS = {torch.flatten, F.dropout, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
-               F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, "flatten", "view", "reshape", "contiguous"}
+_PASS_CALLS = {torch.flatten, torch.reshape, torch.cat, torch.squeeze, torch.unsqueeze, torch.transpose,
+               torch.permute, operator.getitem, F.dropout, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+               F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, "flatten", "view",
+               "reshape", "contiguous", "squeeze", "unsqueeze", "transpose", "permute"}
+_SUM_CALLS = {operator.add, torch.add, "add"}  # data: the first two arguments, both tensors
+DENSE = ""  # the key of values that are not spikes (no neuron is named "": that is the model itself)
 
 
-def spike_sources(model: nn.Module) -> dict[str, str]:
-    """``{weighted layer: neuron layer}`` for each conv/linear module whose input is spikes."""
+def _data_args(model: nn.Module, node: fx.Node) -> int:
+    """How many leading arguments of ``node`` carry spike counts through it (0: it stops them)."""
+    if node.op == "call_module":
+        return 1 if isinstance(model.get_submodule(node.target), _PASS_MODULES) else 0
+    if node.op not in ("call_function", "call_method") or not node.args:
+        return 0
+    if node.target in _SUM_CALLS:
+        return 2 if len(node.args) == 2 and not node.kwargs and all(isinstance(a, fx.Node) for a in node.args) else 0
+    return 1 if node.target in _PASS_CALLS else 0
+
+
+def _module(model: nn.Module, node: fx.Node) -> Optional[nn.Module]:
+    return model.get_submodule(node.target) if node.op == "call_module" else None
+
+
+def spike_keys(model: nn.Module, graph: fx.Graph) -> dict[fx.Node, frozenset]:
+    """For each node whose value holds spikes, the neuron layers they come from (and ``DENSE`` for
+    other values mixed in linearly)."""
+    keys = {}
+    for node in graph.nodes:
+        module = _module(model, node)
+        if isinstance(module, SpikingNeuron):
+            keys[node] = frozenset([node.target])
+        elif isinstance(module, RateMaxPool):
+            source = keys.get(node.args[0])
+            if source is not None and len(source) == 1 and DENSE not in source:
+                keys[node] = source
+        elif _data_args(model, node):
+            found = [keys.get(a, frozenset([DENSE])) for a in _flat_nodes(node.args[:_data_args(model, node)])]
+            if any(k != {DENSE} for k in found):
+                keys[node] = frozenset().union(*found)
+    # keep the nodes whose spikes reach a weighted layer (the others feed neurons, or nothing)
+    reach = set()
+    for node in reversed(graph.nodes):
+        if isinstance(_module(model, node), WEIGHTED) and node.args and node.args[0] in keys:
+            reach.add(node.args[0])
+        elif node in reach and _data_args(model, node):
+            reach.update(a for a in _flat_nodes(node.args[:_data_args(model, node)]) if a in keys)
+    return {node: k for node, k in keys.items() if node in reach}
+
+
+def _flat_nodes(args) -> list:
+    nodes = []
+    fx.node.map_arg(args, nodes.append)
+    return nodes
+
+
+def _trace(model: nn.Module) -> fx.Graph:
+    try:
+        return trace(model)
+    except Exception as err:  # noqa: BLE001  (anything fx raises means: the graph is unknown)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"layer_stats(): torch.fx cannot trace {type(model).__name__} ({type(err).__name__}: "
+                         f"{first[:120]}); statistics follow spikes through the traced graph, so make "
+                         "forward() traceable (no control flow on tensor values)") from None
+
+
+def spike_sources(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """``{weighted layer: neuron layers}`` for each conv/linear module whose input holds spikes."""
+    graph = _trace(model)
+    keys = spike_keys(model, graph)
     sources = {}
-    for node in trace(model).nodes:
-        if node.op == "call_module" and isinstance(model.get_submodule(node.target), WEIGHTED):
-            source = node.args[0]
-            while isinstance(source, fx.Node) and _passes_spikes(model, source):
-                source = source.args[0]
-            if isinstance(source, fx.Node) and source.op == "call_module" \
-                    and isinstance(model.get_submodule(source.target), SpikingNeuron):
-                sources[node.target] = source.target
+    for node in graph.nodes:
+        if isinstance(_module(model, node), WEIGHTED) and node.args[0] in keys:
+            found = keys[node.args[0]] - {DENSE}
+            sources[node.target] = tuple(sorted(set(sources.get(node.target, ())) | found))
     return sources
 
 
-def _passes_spikes(model: nn.Module, node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return isinstance(model.get_submodule(node.target), _PASS_MODULES)
-    return node.op in ("call_function", "call_method") and node.target in _PASS_CALLS
+def _static_nodes(model: nn.Module, graph: fx.Graph) -> set:
+    """The nodes computed before any stateful module: the same at every step."""
+    dynamic = set()
+    for node in graph.nodes:
+        if callable(getattr(_module(model, node), "reset", None)) or any(a in dynamic for a in node.all_input_nodes):
+            dynamic.add(node)
+    return {n for n in graph.nodes if n not in dynamic}
 
 
 def fan_out(layer: nn.Module, input_shape: torch.Size, device=None) -> torch.Tensor:
@@ -78,11 +148,8 @@ def fan_out(layer: nn.Module, input_shape: torch.Size, device=None) -> torch.Ten
 
 
 def _spike_size(neuron: SpikingNeuron, like: torch.Tensor) -> torch.Tensor:
-    """θ/τ, broadcastable against ``like`` (the neuron's output, or a flattened form of it)."""
-    size = neuron.threshold.detach().to(like.dtype) / neuron.tau
-    if size.numel() > 1 and size.dim() >= like.dim():  # per-channel θ [C, 1, ...], flattened input [B, C·H·W]
-        size = size.reshape(-1, 1).expand(-1, like.shape[1] // size.numel()).reshape(-1)
-    return size
+    """θ/τ in ``like``'s dtype (broadcasts against the neuron's output)."""
+    return neuron.threshold.detach().to(like.dtype) / neuron.tau
 
 
 @contextlib.contextmanager
@@ -97,6 +164,71 @@ def _hooks(modules: dict[str, nn.Module], hook):
             handle.remove()
 
 
+class _SpikeFollower(fx.Interpreter):
+    """Runs one step of the SNN node by node; alongside each value that holds spikes it carries
+    their counts per source layer (``counts[node][source]``, the value's shape), and at each
+    weighted layer adds the spikes arriving per input to ``arrivals[(layer node, source)]``."""
+
+    def __init__(self, gm: fx.GraphModule, on_neuron):
+        super().__init__(gm)
+        self.keys = spike_keys(gm, gm.graph)
+        self.static = _static_nodes(gm, gm.graph)
+        self.on_neuron = on_neuron
+        self.counts, self.arrivals, self.dense_macs, self.macs = {}, defaultdict(int), 0.0, {}
+        self.step = 0
+
+    def run_steps(self, x: torch.Tensor, steps: int) -> None:
+        """Run ``steps`` steps on ``x`` from the model's current state."""
+        for self.step in range(steps):
+            self.counts.clear()
+            self.run(x)
+        self.counts.clear()
+
+    def run_node(self, node: fx.Node):
+        out = super().run_node(node)
+        module = _module(self.module, node)
+        if isinstance(module, WEIGHTED):
+            self._weighted(node, module, out)
+        if isinstance(module, SpikingNeuron):
+            self.on_neuron(node.target, module, out)
+        if node in self.keys:
+            if isinstance(module, SpikingNeuron):
+                self.counts[node] = {node.target: out / _spike_size(module, out)}
+            elif isinstance(module, RateMaxPool):
+                (source,) = self.keys[node]
+                neuron = self.module.get_submodule(source)
+                self.counts[node] = {source: out / _spike_size(neuron, out)}
+            else:
+                self.counts[node] = {key: self._pass(node, key) for key in self.keys[node]}
+        return out
+
+    def _pass(self, node: fx.Node, key: str) -> torch.Tensor:
+        """``node``'s operation applied to the spike counts of ``key`` (zeros where other layers'
+        spikes are; for ``DENSE``, ones where other values are)."""
+        data = _data_args(self.module, node)
+
+        def counts_of(arg: fx.Node) -> torch.Tensor:
+            value = self.env[arg]
+            if arg in self.counts:
+                return self.counts[arg].get(key, torch.zeros_like(value))
+            return torch.ones_like(value) if key == DENSE else torch.zeros_like(value)
+
+        args = (*fx.node.map_arg(node.args[:data], counts_of),
+                *fx.node.map_arg(node.args[data:], self.env.__getitem__))
+        return getattr(self, node.op)(node.target, args, fx.node.map_arg(node.kwargs, self.env.__getitem__))
+
+    def _weighted(self, node: fx.Node, layer: nn.Module, out: torch.Tensor) -> None:
+        self.macs[node] = out[0].numel() * layer.weight[0].numel()
+        counts = self.counts.get(node.args[0])
+        if counts is None:  # dense input: once per input before the first neuron, else every step
+            if self.step == 0 or node not in self.static:
+                self.dense_macs += self.macs[node] * len(out)
+            return
+        for key, c in counts.items():
+            arrived = (c != 0).to(c.dtype) if key == DENSE else c
+            self.arrivals[node, key] = self.arrivals[node, key] + arrived.sum(0)
+
+
 @torch.no_grad()
 def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional[nn.Module] = None,
                 ac_pj: float = AC_PJ, mac_pj: float = MAC_PJ) -> dict:
@@ -106,7 +238,6 @@ def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional
     """
     (steps,) = check_timesteps(timesteps)
     neurons = {n: m for n, m in snn.named_modules() if isinstance(m, SpikingNeuron)}
-    weighted = {n: m for n, m in snn.named_modules() if isinstance(m, WEIGHTED)}
     if not neurons:
         raise ValueError("layer_stats(): the model has no spiking neurons; convert it first")
     qcfs = {}
@@ -117,14 +248,13 @@ def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional
             raise ValueError(f"layer_stats(): the ANN has no QCFS layer {missing[0]!r}; "
                              "pass the ANN the SNN was converted from")
         qcfs = {n: ann_modules[n] for n in neurons}
-    sources = spike_sources(snn)
     device = model_device(snn)
 
     acc = defaultdict(float)         # (quantity, layer) -> sum over samples (and steps)
-    size, macs, arrivals = {}, {}, {}  # neurons per sample; ANN MACs per sample; spikes per input
+    size = {}                        # neurons per sample
     summed, activation = {}, {}     # this batch: SNN outputs summed over steps; ANN activations
 
-    def on_neuron(name, neuron, _, out):
+    def on_neuron(name, neuron, out):
         spikes = (out / _spike_size(neuron, out)).round_()
         size[name] = out[0].numel()
         acc["spikes", name] += spikes.sum().item()
@@ -132,37 +262,35 @@ def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional
         if qcfs:
             summed[name] = out.clone() if name not in summed else summed[name].add_(out)
 
-    def on_weighted(name, layer, x, out):
-        macs[name] = out[0].numel() * layer.weight[0].numel()
-        if name in sources:  # spikes arriving at each input, summed over samples and steps
-            counts = (x / _spike_size(neurons[sources[name]], x)).sum(0)
-            arrivals[name] = counts if name not in arrivals else arrivals[name].add_(counts)
-        else:
-            acc["snn_macs", None] += macs[name] * len(x)
-
     def on_qcfs(name, _, __, out):
         activation[name] = out
 
-    runner, samples = StepRunner(snn), 0
-    with eval_mode(snn, *([ann] if ann is not None else [])), \
-            _hooks(neurons, on_neuron), _hooks(weighted, on_weighted), _hooks(qcfs, on_qcfs):
+    follower, samples = _SpikeFollower(fx.GraphModule(snn, _trace(snn)), on_neuron), 0
+    with eval_mode(snn, *([ann] if ann is not None else [])), _hooks(qcfs, on_qcfs):
         for batch in batches:
             x = (batch[0] if isinstance(batch, (tuple, list)) else batch).to(device)
+            if not torch.isfinite(x).all():
+                raise ValueError("the SNN input contains NaN or Inf values; clean the data first")
             summed.clear()
             if ann is not None:
                 ann(x)
-            for _ in runner.steps(x, steps):
-                pass
+            reset(snn)
+            follower.run_steps(x, steps)
             for name, a in activation.items():
                 acc["ann_output", name] += a.sum().item()
                 acc["mse", name] += (summed[name] / steps - a).square_().sum().item()
             samples += len(x)
+    reset(snn)
     if samples == 0:
         raise ValueError("layer_stats(): no input batches")
-    for name, counts in arrivals.items():
-        fans = fan_out(weighted[name], counts.shape, counts.device).to(counts.dtype)
-        acc["sops", sources[name]] += (counts * fans).sum().item()
-    return _summarise(acc, neurons, size, macs, sources, samples, steps, ann is not None, ac_pj, mac_pj)
+    for (node, key), counts in follower.arrivals.items():
+        fans = fan_out(snn.get_submodule(node.target), counts.shape, counts.device).to(counts.dtype)
+        acc["dense_macs" if key == DENSE else "sops", key or None] += (counts * fans).sum().item()
+    acc["snn_macs", None] = follower.dense_macs + acc["dense_macs", None]
+    macs = defaultdict(int)
+    for node, m in follower.macs.items():
+        macs[node.target] += m
+    return _summarise(acc, neurons, size, macs, spike_sources(snn), samples, steps, ann is not None, ac_pj, mac_pj)
 
 
 def _summarise(acc, neurons, size, macs, sources, samples, steps, with_ann, ac_pj, mac_pj) -> dict:
@@ -171,7 +299,7 @@ def _summarise(acc, neurons, size, macs, sources, samples, steps, with_ann, ac_p
         if name not in size:  # never called
             continue
         n = size[name] * samples
-        fed = [w for w, source in sources.items() if source == name]
+        fed = [w for w, found in sources.items() if name in found]
         layers.append({
             "layer": name, "neurons": size[name],
             "firing_rate": acc["spikes", name] / (n * steps),
