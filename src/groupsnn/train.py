@@ -212,8 +212,9 @@ def load_relu_weights(model: nn.Module, path: PathLike) -> list[str]:
     state = read_torch_file(path, "state_dict")
     if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
         state = state.get("state_dict", state.get("model", state))
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} holds no state_dict (a dict of tensors); save model.state_dict()")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"{path} holds no state_dict (names to tensors); save model.state_dict()")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     missing = sorted(own.keys() - state.keys())
@@ -257,8 +258,12 @@ def _stop_on_ctrl_c(trainer: Trainer):
 
 
 def _check_resumable(saved: dict, run: RunConfig, path: Path) -> None:
-    now = asdict(run)
-    changed = [k for k in now if k not in _FREE_ON_RESUME and saved.get(k) != now[k]]
+    missing = [k for k in ("optimizer", "scheduler", "scaler", "epoch", "history", "rng") if k not in saved]
+    if missing or not isinstance(saved["meta"].get("run"), dict):
+        raise ValueError(f"--resume: {path} holds no training state ({', '.join(missing) or 'run'} missing: "
+                         "an exported network?); resume from the checkpoint.pt that groupsnn train wrote")
+    recorded, now = saved["meta"]["run"], asdict(run)
+    changed = [k for k in now if k not in _FREE_ON_RESUME and recorded.get(k) != now[k]]
     if changed:
         raise ValueError(f"--resume: {path} was made with different settings ({', '.join(changed)}); "
                          "use the same arguments, or another --out for a new run")
@@ -282,7 +287,7 @@ def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Op
             raise FileNotFoundError(f"--resume: {out / CHECKPOINT} not found; run without --resume to start")
         saved = load_checkpoint(out / CHECKPOINT) if resume else None
         if saved is not None:
-            _check_resumable(saved["meta"]["run"], run, out / CHECKPOINT)
+            _check_resumable(saved, run, out / CHECKPOINT)
 
         torch.manual_seed(run.optim.seed)
         splits = data.load(run.data, run.data_dir, augment=True)
