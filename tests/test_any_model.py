@@ -122,10 +122,13 @@ def test_gn_with_tau_equal_levels_at_one_step_is_the_qcfs_network(name):
     x = torch.randn(2, *shape)
     ann = gs.calibrate(net, [x], levels=4, maxpool="avg")  # prepare(levels=4) with thresholds that fit x
     snn = gs.convert(ann, tau=4)
+    assert type(ann) is type(snn) is type(net)  # module swaps suffice: the class and its methods stay
     with torch.no_grad():
         logits = ann(x)
         assert logits.std() > 0
-        assert torch.equal(gs.simulate(snn, x, 1)[0], logits)
+        gs.reset(snn)
+        assert torch.equal(snn(x), logits)  # one step of the SNN itself
+        assert torch.equal(gs.simulate(snn, x, 1)[0], gs.simulate(ann, x, 1)[0])  # both as simulate runs them
 
 
 def _fit(model, steps=3):

@@ -218,7 +218,8 @@ def rewrite(model: nn.Module, rule: Rule, what: str, inplace: bool = False) -> n
             f"{what}: torch.fx cannot trace {type(model).__name__} ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}); swapped activation modules only. "
             "Functional activations (F.relu, torch.relu, x.relu()) in forward() were left as they "
-            "are, and a module called at several places stays shared.", stacklevel=3)
+            "are, a module called at several places stays shared, and an nn.ReLU(inplace=True) "
+            "no longer writes into its input.", stacklevel=3)
         _swap_modules(net, rule)
         return net
 
