@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from groupsnn.checkpoint import export_checkpoint
 from groupsnn.train import RunConfig, TrainConfig, train
 
 
@@ -20,6 +21,14 @@ def workspace(tmp_path_factory):
           root / "relu_run", progress=False)
     torch.save({"weights": torch.zeros(3)}, root / "foreign.pt")
     (root / "garbage.pt").write_bytes(b"\x00not a checkpoint")
+    (root / "keyerror.pt").write_bytes(b"h\x17.")  # torch's unpickler: KeyError: 23
+    (root / "indexerror.pt").write_bytes(b"\x85.")  # torch's unpickler: IndexError
+    (root / "broken_run").mkdir()
+    (root / "broken_run" / "checkpoint.pt").write_bytes(b"h\x17.")
+    (root / "exported_run").mkdir()
+    export_checkpoint(root / "run" / "checkpoint.pt", root / "exported_run" / "checkpoint.pt")
+    payload = torch.load(root / "run" / "checkpoint.pt", weights_only=True)
+    torch.save({**payload, "meta": ["not", "a", "dict"]}, root / "odd_meta.pt")
     (root / "a_file").write_text("I am a file")
     (root / "empty").mkdir()
     (root / "relu.pt").write_bytes(b"")
@@ -98,6 +107,19 @@ CASES = {
     "resume without a run": (TRAIN + ["--out", "{w}/empty", "--resume"], "--resume: {w}/empty/checkpoint.pt not found"),
     "resume with other settings": (TRAIN[:-1] + ["2", "--out", "{w}/run", "--resume"], "different settings"),
     "relu checkpoint is not a groupsnn one": (["evaluate", "{w}/relu.pt"], "not a readable groupsnn checkpoint"),
+    # bytes that make torch's unpickler itself fail (KeyError, IndexError), and odd structures
+    "evaluate unpickler error": (["evaluate", "{w}/keyerror.pt"], "{w}/keyerror.pt is not a readable groupsnn"),
+    "sweep unpickler error": (["sweep", "{w}/indexerror.pt"], "{w}/indexerror.pt is not a readable groupsnn"),
+    "stats unpickler error": (["stats", "{w}/keyerror.pt"], "{w}/keyerror.pt is not a readable groupsnn"),
+    "export unpickler error": (["export", "{w}/indexerror.pt", "--out", "{w}/w.pt"], "{w}/indexerror.pt is not a"),
+    "convert unpickler error": (["convert", "--from-relu", "{w}/keyerror.pt", "--model", "digits_cnn", "--data",
+                                 "digits", "--out", "{w}/conv"], "{w}/keyerror.pt is not a readable groupsnn state_dict"),
+    "init-from unpickler error": (TRAIN + ["--init-from", "{w}/indexerror.pt", "--out", "{w}/new"],
+                                  "{w}/indexerror.pt is not a readable groupsnn state_dict"),
+    "resume unpickler error": (TRAIN + ["--out", "{w}/broken_run", "--resume"],
+                               "{w}/broken_run/checkpoint.pt is not a readable groupsnn checkpoint"),
+    "resume from an exported network": (TRAIN + ["--out", "{w}/exported_run", "--resume"], "holds no training state"),
+    "checkpoint meta not a dict": (["evaluate", "{w}/odd_meta.pt"], "damaged groupsnn checkpoint: its metadata"),
     # analysis commands
     "sweep missing checkpoint": (["sweep", "{w}/missing.pt"], "not found"),
     "sweep tau zero": (["sweep", CKPT, "--taus", "1,0"], "positive integers"),

@@ -12,8 +12,6 @@ layer, or per channel). ``build_model`` replays it. Checkpoints without it were 
 with the default max-pooling replacement and one threshold per layer, and are rebuilt that way.
 """
 import io
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -50,33 +48,61 @@ def save_checkpoint(path: PathLike, model: nn.Module, meta: dict, **training_sta
 
 
 def read_torch_file(path: PathLike, what: str = "checkpoint"):
-    """``torch.load`` with ``weights_only=True`` (no code from the file runs) and one-line errors."""
+    """``torch.load`` with ``weights_only=True`` (no code from the file runs). Whatever the bytes,
+    the answer is the file's contents or one ValueError that names the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} not found" if not path.exists() else f"{what} {path} is not a file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path} is not a readable groupsnn {what} (truncated, corrupt or not "
-                         f"a torch file: {first_line[:120]})") from None
+    with open(path, "rb") as f:  # an OSError here (no permission, ...) names the file itself
+        try:
+            return torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001  damaged bytes fail in the unpickler as KeyError, IndexError, ...
+            first_line = next(iter(str(err).strip().splitlines()), "")
+            raise ValueError(f"{path} is not a readable groupsnn {what} (truncated, corrupt or not a torch "
+                             f"file: {type(err).__name__}: {first_line[:120]})") from None
 
 
 def load_checkpoint(path: PathLike) -> dict:
-    """Read a groupsnn checkpoint safely (no code from the file runs); clear errors otherwise."""
+    """Read a groupsnn checkpoint safely (no code from the file runs) and check its structure;
+    one ValueError naming the file for anything else."""
     payload = read_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a groupsnn checkpoint (no groupsnn metadata); "
                          "for a plain ReLU state_dict use --init-from or --from-relu")
-    version = payload.get("format_version")
+    version, meta = payload.get("format_version"), payload.get("meta")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format {version!r}, newer than this groupsnn "
                          f"understands ({FORMAT_VERSION}); upgrade groupsnn")
     if version < FORMAT_VERSION:  # no older format exists yet; a migration would go here
-        raise ValueError(f"{path} has the old checkpoint format {version}, which groupsnn "
-                         f"{payload.get('meta', {}).get('version', '?')} wrote and this one cannot "
-                         "read; retrain, or convert it with that groupsnn version")
+        written_by = meta.get("version", "?") if isinstance(meta, dict) else "?"
+        raise ValueError(f"{path} has the old checkpoint format {version}, which groupsnn {written_by} "
+                         "wrote and this one cannot read; retrain, or convert it with that groupsnn version")
+    problem = _structure_problem(meta, payload.get("model"))
+    if problem:
+        raise ValueError(f"{path} is a damaged groupsnn checkpoint: {problem}; use another copy of it")
     return payload
+
+
+def _structure_problem(meta, weights) -> Optional[str]:
+    """What keeps ``meta`` and ``weights`` from describing a network, or None."""
+    if not isinstance(meta, dict):
+        return "its metadata is not a dict"
+    name = meta.get("model")
+    if name not in models.list_models():
+        return f"its model {name!r} is not one of {', '.join(models.list_models())}"
+    kwargs = meta.get("model_kwargs", {})
+    if not isinstance(kwargs, dict) or not set(kwargs) <= models.factory_parameters(name):
+        return f"its model arguments {kwargs!r} do not fit model {name!r}"
+    for key, allow_none in (("num_classes", False), ("levels", True)):
+        value = meta.get(key)
+        if not (value is None and allow_none) and (type(value) is not int or value < 1):
+            return f"its {key} is {value!r}, not a positive integer"
+    if not isinstance(meta.get("network", {}), dict):
+        return "its network recipe is not a dict"
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        return "its weights are not a state_dict (names to tensors)"
+    return None
 
 
 def network_record(model: nn.Module) -> Optional[dict]:
