@@ -93,7 +93,8 @@ def record(model: nn.Module, **fields) -> nn.Module:
     return model
 
 
-def _is_call(node: fx.Node, calls: set) -> bool:
+def is_call(node: fx.Node, calls: set) -> bool:
+    """Whether ``node`` calls one of ``calls`` (functions, or method names)."""
     return node.op in ("call_function", "call_method") and _hashable(node.target) and node.target in calls
 
 
@@ -137,7 +138,7 @@ def _writes_input(node: fx.Node, model: nn.Module) -> bool:
     """Whether the call at ``node`` writes its result into its input (``inplace=True``, ``relu_``)."""
     if node.op == "call_module":
         return getattr(model.get_submodule(node.target), "inplace", False) is True
-    if _is_call(node, _IN_PLACE_CALLS):
+    if is_call(node, _IN_PLACE_CALLS):
         return True
     return node.target is F.relu and node.kwargs.get("inplace", len(node.args) > 1 and node.args[1]) is True
 
@@ -150,7 +151,7 @@ def _write_is_seen(node: fx.Node, model: nn.Module) -> bool:
         return True
     if x.op == "call_module":
         return not isinstance(model.get_submodule(x.target), _FRESH_MODULES)
-    return not _is_call(x, _FRESH_CALLS)
+    return not is_call(x, _FRESH_CALLS)
 
 
 def _aliases(model: nn.Module) -> dict[int, list[str]]:
@@ -184,7 +185,7 @@ def _plan(model: nn.Module, graph: fx.Graph, rule: Rule) -> list[_Edit]:
     for node in graph.nodes:
         if node.op == "call_module":
             new = rule(Site(model.get_submodule(node.target), node.target))
-        elif _is_call(node, SITE_CALLS):
+        elif is_call(node, SITE_CALLS):
             kwargs = dict(node.kwargs)
             args = node.args or (kwargs.pop("input"),)
             new = rule(Site(node.target, _site_name(node), args[1:], kwargs))

@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from .convert import trace
+from .convert import is_call, trace
 from .neurons import RateMaxPool, SpikingNeuron
 from .qcfs import QCFS
 from .runtime import check_timesteps, model_device
@@ -62,11 +62,11 @@ def _data_args(model: nn.Module, node: fx.Node) -> int:
     """How many leading arguments of ``node`` carry spike counts through it (0: it stops them)."""
     if node.op == "call_module":
         return 1 if isinstance(model.get_submodule(node.target), _PASS_MODULES) else 0
-    if node.op not in ("call_function", "call_method") or not node.args:
+    if not node.args:
         return 0
-    if node.target in _SUM_CALLS:
+    if is_call(node, _SUM_CALLS):
         return 2 if len(node.args) == 2 and not node.kwargs and all(isinstance(a, fx.Node) for a in node.args) else 0
-    return 1 if node.target in _PASS_CALLS else 0
+    return 1 if is_call(node, _PASS_CALLS) else 0
 
 
 def _module(model: nn.Module, node: fx.Node) -> Optional[nn.Module]:
