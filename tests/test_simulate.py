@@ -3,6 +3,7 @@ import torch
 import torch.nn as nn
 
 import groupsnn as gs
+from groupsnn.simulate import StepRunner
 
 
 def small_snn(neuron="gn", tau=2):
@@ -76,3 +77,94 @@ def test_multi_step_neurons_are_refused_rather_than_mixing_the_batch_into_time()
     ann = gs.prepare(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), levels=4)
     with pytest.raises(ValueError, match="multi-step mode"):
         gs.simulate(gs.convert(ann, step_mode="m"), torch.randn(3, 4), 2)
+
+
+def test_simulate_runs_a_train_mode_snn_in_eval_mode_and_leaves_it_untouched():
+    snn, x = small_snn(), torch.randn(6, 1, 8, 8)
+    bn = snn[1]
+    bn.running_mean.uniform_(-0.5, 0.5)
+    before = {k: v.clone() for k, v in snn.state_dict().items()}
+    expected = gs.simulate(snn.eval(), x, 4)
+    out = gs.simulate(snn.train(), x, 4)
+    assert torch.equal(out, expected)  # BatchNorm used its running statistics, not the batch's
+    assert snn.training and all(m.training for m in snn.modules())
+    assert all(torch.equal(v, before[k]) for k, v in snn.state_dict().items())  # running stats unchanged
+    assert all(m.state is None for m in snn.modules() if isinstance(m, gs.GroupNeuron))  # no membranes kept
+
+
+class InPlaceAfterNeuron(nn.Module):
+    """``y`` is computed before the first neuron and changed in place after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.act, self.fc = nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)
+
+    def forward(self, x):
+        y = self.lin(x)
+        z = self.act(y)
+        y.add_(z)
+        return self.fc(y)
+
+
+class OutArgumentAfterNeuron(InPlaceAfterNeuron):
+    def forward(self, x):
+        y = self.lin(x)
+        z = self.act(y)
+        torch.add(y, z, out=y)
+        return self.fc(y)
+
+
+class DrawsPerStep(InPlaceAfterNeuron):
+    def forward(self, x):
+        noise = torch.randn_like(x)  # before the first neuron, yet a new draw at every step
+        return self.fc(self.act(self.lin(x + noise)))
+
+
+@pytest.mark.parametrize("model", [InPlaceAfterNeuron, OutArgumentAfterNeuron, DrawsPerStep])
+@pytest.mark.parametrize("fold", [False, True])
+def test_split_keeps_in_place_writes_and_random_draws_per_step(model, fold):
+    torch.manual_seed(0)
+    snn = gs.convert(gs.prepare(model(), levels=4, threshold=1.0), "gn", tau=2).eval()
+    x = torch.randn(5, 4)
+    gs.reset(snn)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        expected = torch.stack([snn(x) for _ in range(4)])
+    torch.manual_seed(1)
+    with torch.no_grad():
+        got = torch.stack(list(StepRunner(snn, fold=fold).steps(x, 4)))
+    assert torch.equal(got, expected)
+
+
+def test_a_model_of_two_inputs_is_a_clear_error():
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x, y):
+            return self.lin(x + y)
+
+    with pytest.raises(ValueError, match="one input tensor.*takes 2"):
+        gs.simulate(TwoInputs(), torch.randn(2, 4), 2)
+
+
+def test_an_output_kept_by_a_hook_is_not_overwritten_by_a_neuron_firing_in_place():
+    snn, x = small_snn(), torch.randn(3, 1, 8, 8)
+    kept = []
+    snn[4].register_forward_hook(lambda m, i, out: kept.append(out))  # the linear layer before a neuron
+    gs.simulate(snn, x, 3)
+    with torch.no_grad():
+        h = snn[3](snn[2](snn[1](snn[0](x))))  # the first neuron at step 1 (reset by simulate)
+        assert torch.equal(kept[0], snn[4](h))
+    gs.reset(snn)
+
+
+def test_the_folded_copy_has_no_batchnorm_and_shares_the_neurons():
+    snn = small_snn()
+    runner = StepRunner(snn)
+    static, dynamic = runner.fast
+    folded = [m for part in (static, dynamic) for m in part.modules()]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded)
+    assert {id(m) for m in folded if isinstance(m, gs.GroupNeuron)} == \
+        {id(m) for m in snn.modules() if isinstance(m, gs.GroupNeuron)}
