@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 
 from groupsnn.checkpoint import export_checkpoint
 from groupsnn.train import RunConfig, TrainConfig, train
@@ -36,6 +37,10 @@ def workspace(tmp_path_factory):
     (root / "cifar" / "cifar-10-batches-py").mkdir(parents=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         (root / "cifar" / "cifar-10-batches-py" / name).write_bytes(b"\x80\x04truncated")
+    for split, name in [("train", "n01"), ("train", "n02"), ("val", "n01"), ("val", "n02")]:
+        (root / "imagenet" / split / name).mkdir(parents=True)
+        Image.new("RGB", (40, 30)).save(root / "imagenet" / split / name / "a.JPEG")
+    (root / "imagenet" / "train" / "n02" / "a.JPEG").write_bytes(b"\xff\xd8 damaged")
     (root / "tars").mkdir()
     for split in ("train", "test"):
         (root / "tars" / f"{split}.tar.gz").write_bytes(b"\x1f\x8b broken gzip")
@@ -104,6 +109,9 @@ CASES = {
     "convert 1-D model on images": (["convert", "--from-relu", "{w}/relu_run/checkpoint.pt", "--model",
                                      "mnist1d_cnn", "--data", "digits", "--out", "{w}/conv"],
                                     "cannot take inputs of shape [1, 8, 8]"),
+    "damaged image read by a worker": (["train", "--model", "resnet18", "--data", "imagenet", "--data-dir",
+                                        "{w}/imagenet", "--batch-size", "2", "--workers", "1", "--out", "{w}/new"],
+                                       "{w}/imagenet/train/n02/a.JPEG is not a readable image"),
     "resume without a run": (TRAIN + ["--out", "{w}/empty", "--resume"], "--resume: {w}/empty/checkpoint.pt not found"),
     "resume with other settings": (TRAIN[:-1] + ["2", "--out", "{w}/run", "--resume"], "different settings"),
     "relu checkpoint is not a groupsnn one": (["evaluate", "{w}/relu.pt"], "not a readable groupsnn checkpoint"),

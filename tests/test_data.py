@@ -165,6 +165,32 @@ def test_missing_folder_layout_is_named(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_a_damaged_image_is_named_in_folders_and_archives(tree_dirs):
+    folders, archives = tree_dirs
+    (folders / "train" / "cat" / "0001.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match=f"^{folders / 'train/cat/0001.png'} is not a readable image") as info:
+        data.load("cifar10-folder", data_dir=str(folders))
+    assert "\n" not in str(info.value)
+    os.rename(folders / "train", archives / "train")  # now with the damaged PNG inside
+    os.remove(archives / "train.tar.gz")
+    write_archive(archives, "train")
+    os.rename(archives / "train", archives / "train-damaged")
+    with pytest.raises(ValueError, match=f"^train/cat/0001.png in {archives / 'train.tar.gz'} is not a readable"):
+        data.load("cifar10-folder", data_dir=str(archives))
+
+
+def test_a_truncated_image_is_named_when_an_image_folder_item_is_read(tmp_path):
+    for name in ("n01", "n02"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        Image.new("RGB", (40, 30), (1, 2, 3)).save(tmp_path / "train" / name / "a.JPEG")
+    damaged = tmp_path / "train" / "n02" / "a.JPEG"
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    dataset = folder.ImageFolder(tmp_path / "train")
+    assert dataset[0][0].shape == (3, 30, 40)
+    with pytest.raises(ValueError, match=f"^{damaged} is not a readable image"):
+        dataset[1]
+
+
 def test_imagenet_folder_decodes_lazily_at_224(tmp_path):
     for split in ("train", "val"):
         for name in ("n01", "n02"):

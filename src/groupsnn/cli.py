@@ -71,7 +71,7 @@ def _cmd_train(args) -> None:
                         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, seed=args.seed)
     run = RunConfig(model=args.model, data=args.data, data_dir=args.data_dir, levels=args.levels or None,
                     threshold=args.threshold, batch_size=args.batch_size, workers=args.workers, amp=args.amp,
-                    sync_bn=args.sync_bn, optim=optim)
+                    compile=args.compile, sync_bn=args.sync_bn, optim=optim)
     path = train(run, args.out, resume=args.resume, init_from=args.init_from, overwrite=args.overwrite)
     print(f"wrote {path}")
 
@@ -273,7 +273,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--warmup-epochs", type=float, default=0.0)
     train.add_argument("--label-smoothing", type=float, default=0.0)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
+    train.add_argument("--no-amp", dest="amp", action="store_false",
+                       help="full precision (default: bf16 autocast + channels-last on CPUs with bf16 units, fp16 on CUDA)")
+    train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="run the model under torch.compile (default: for runs of at least 2000 steps)")
     train.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP")
     train.add_argument("--init-from", type=Path, help="pretrained ReLU state_dict of the same architecture")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -328,6 +331,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _message(err: Exception) -> str:
+    """``err``'s message; for an error a DataLoader worker raised, the worker's own message (the
+    DataLoader re-raises it with the worker's traceback in the message)."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].removeprefix(f"{type(err).__name__}: ")
+    return text
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -335,7 +347,7 @@ def main(argv=None) -> int:
     except USER_ERRORS as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,11 +8,11 @@ import io
 import os
 import tarfile
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator, Optional
+from typing import BinaryIO, Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -29,9 +29,18 @@ def is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not PurePosixPath(name).name.startswith(".")
 
 
-def to_tensor(image: Image.Image) -> Tensor:
-    """A Pillow image -> uint8 RGB tensor [3, H, W]."""
-    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+def read_rgb(file: Union[Path, BinaryIO], where: str) -> np.ndarray:
+    """Decode the image ``file`` (a path or a file object) to a uint8 RGB array [H, W, 3]; a file that
+    cannot be decoded is one ValueError naming ``where`` (its path, or its archive member)."""
+    try:
+        with Image.open(file) as image:
+            return np.array(image.convert("RGB"))
+    except UnidentifiedImageError:  # its message names the file object, not where it came from
+        raise ValueError(f"{where} is not a readable image (not a format Pillow knows, or damaged at "
+                         "its start); replace or remove it") from None
+    except Exception as err:  # noqa: BLE001  Pillow reports damage as OSError, SyntaxError, ValueError, ...
+        raise ValueError(f"{where} is not a readable image ({type(err).__name__}: {err}); "
+                         "replace or remove it") from None
 
 
 def list_folder(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
@@ -56,8 +65,7 @@ class ImageFolder(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         path, label = self.samples[i]
-        with Image.open(path) as image:
-            x = to_tensor(image)
+        x = torch.from_numpy(read_rgb(path, str(path))).permute(2, 0, 1).contiguous()
         return (x if self.transform is None else self.transform(x)), label
 
 
@@ -100,8 +108,8 @@ def decode_image_tree(source: Path) -> dict:
     """
     items = []
     for name, data in _iter_files(source):
-        with Image.open(io.BytesIO(data)) as image:
-            items.append((PurePosixPath(name).parent.name, name, np.asarray(image.convert("RGB"))))
+        where = str(source / name) if source.is_dir() else f"{name} in {source}"
+        items.append((PurePosixPath(name).parent.name, name, read_rgb(io.BytesIO(data), where)))
     if not items:
         raise FileNotFoundError(f"no images in {source}; expected <class>/<image>.jpg entries in it")
     items.sort(key=lambda item: item[:2])
