@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 
@@ -38,6 +39,42 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_weights(tmp_path, 
         assert torch.equal(resumed["model"][key], value), key
     assert resumed["history"] == full["history"]
     assert (tmp_path / "cut" / "metrics.csv").read_text() == (tmp_path / "full" / "metrics.csv").read_text()
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs a C++ compiler")
+def test_resume_on_the_compiled_bf16_path_gives_the_uninterrupted_weights(tmp_path, monkeypatch):
+    # 479 images a batch: 3 equal batches of the 1437 digits, so one compiled graph serves every step
+    run = RunConfig(model="digits_cnn", data="digits", batch_size=479, amp=True, compile=True,
+                    optim=TrainConfig(epochs=2, seed=3))
+    full = load_checkpoint(train(run, tmp_path / "full", progress=False))
+    real_save = train_module.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(run, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    resumed = load_checkpoint(train(run, tmp_path / "cut", resume=True, progress=False))
+    assert resumed["history"] == full["history"]
+    assert all(torch.equal(resumed["model"][k], v) for k, v in full["model"].items())
+
+
+def test_the_fast_path_runs_bf16_autocast_and_channels_last_where_the_cpu_has_bf16_units():
+    net = gs.prepare(gs.models.create("resnet20"), levels=8)
+    loader = DataLoader(TensorDataset(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])), batch_size=4)
+    seen = []
+    net.layer1[0].conv1.register_forward_hook(lambda m, i, o: seen.append(o))
+    trainer = Trainer(net, loader, TrainConfig(epochs=1), torch.device("cpu"), amp=True)
+    trainer.fit(progress=False)
+    if train_module.autocast_dtype(torch.device("cpu")) is None:
+        assert trainer.describe() == "fp32 on cpu" and seen[0].dtype == torch.float32
+        return
+    assert trainer.describe() == "bf16 autocast, channels-last on cpu"
+    assert seen[0].dtype == torch.bfloat16 and seen[0].is_contiguous(memory_format=torch.channels_last)
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # the weights stay float32
 
 
 def test_checkpoint_rebuilds_the_model_from_its_metadata(tmp_path):
