@@ -47,13 +47,19 @@ def setup(args: argparse.Namespace) -> str:
             f"torch {torch.__version__}")
 
 
-@torch.no_grad()
-def best_times(candidates: dict[str, Callable[[], object]], repeats: int, clock: str = "wall") -> dict[str, float]:
-    """Seconds per call of each candidate: one warm-up round, then ``repeats`` rounds that run every
-    candidate in turn (so a change of machine load hits all of them alike); the best of each."""
-    now = CLOCKS[clock]
-    for fn in candidates.values():
-        fn()
+def best_times(candidates: dict[str, Callable[[], object]], repeats: int, clock: str = "wall",
+               grad: bool = False, warm_up: bool = True) -> dict[str, float]:
+    """Seconds per call of each candidate: one warm-up round (unless ``warm_up=False``), then
+    ``repeats`` rounds that run every candidate in turn (so a change of machine load hits all of them
+    alike); the best of each. Autograd is off unless ``grad``."""
+    with torch.set_grad_enabled(grad):
+        return _best_times(candidates, repeats, CLOCKS[clock], warm_up)
+
+
+def _best_times(candidates, repeats, now, warm_up) -> dict[str, float]:
+    if warm_up:
+        for fn in candidates.values():
+            fn()
     best = dict.fromkeys(candidates, float("inf"))
     for _ in range(repeats):
         for name, fn in candidates.items():
