@@ -1,5 +1,6 @@
 """Conversion is right on the networks people write: in-place activations, aliased modules,
 functional calls, every registry model, and checkpoints that rebuild exactly what was made."""
+import copy
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 
 import groupsnn as gs
 from groupsnn.checkpoint import load_model, make_meta, save_checkpoint
+from groupsnn.convert import recipe
 from groupsnn.neurons import RateMaxPool
 from groupsnn.train import default_model_kwargs
 
@@ -99,6 +101,11 @@ def test_a_graph_rewrite_is_a_graph_module_and_inplace_refuses_it():
     assert not any(isinstance(m, gs.QCFS) for m in net.modules())  # refused before any change
     with pytest.raises(ValueError, match=r"InPlaceStatements.*relu_"):
         gs.prepare(InPlaceStatements(), inplace=True)
+
+
+def test_the_recipe_survives_a_copy_of_a_graph_module():
+    ann = gs.prepare(Functional(), levels=4, maxpool="keep")
+    assert recipe(copy.deepcopy(ann)) == recipe(ann) == {"levels": 4, "maxpool": "keep"}
 
 
 def test_multi_step_conversion_is_refused_and_backward_through_neurons_raises():

@@ -21,7 +21,7 @@ import torch.nn as nn
 from . import models
 from ._io import PathLike, atomic_write, file_sha256
 from .calibrate import fuse_batchnorm
-from .convert import RECIPE, prepare, record
+from .convert import prepare, recipe, record
 from .qcfs import QCFS
 
 FORMAT = "groupsnn"
@@ -108,11 +108,11 @@ def _structure_problem(meta, weights) -> Optional[str]:
 def network_record(model: nn.Module) -> Optional[dict]:
     """``model``'s recipe with the shape of each QCFS threshold, or None for a model groupsnn did not
     make (see the module docstring)."""
-    recipe = getattr(model, RECIPE, None)
-    if recipe is None:
+    made = recipe(model)
+    if made is None:
         return None
     shapes = {name: list(m.threshold.shape) for name, m in model.named_modules() if isinstance(m, QCFS)}
-    return {**recipe, "threshold_shapes": shapes}
+    return {**made, "threshold_shapes": shapes}
 
 
 def build_model(meta: dict) -> nn.Module:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .neurons import GroupNeuron, IFNeuron, RateMaxPool, StatefulModule
 from .qcfs import QCFS
 
-RECIPE = "groupsnn_recipe"  # the attribute where prepare/calibrate/fuse_batchnorm note how they made a model
+RECIPE = "groupsnn_recipe"  # where prepare/calibrate/fuse_batchnorm note how they made a model
 
 
 class Site(NamedTuple):
@@ -87,9 +87,20 @@ def trace(model: nn.Module) -> fx.Graph:
     return _Tracer().trace(model)
 
 
+def _recipe_store(model: nn.Module) -> dict:
+    # a GraphModule's deepcopy keeps its ``meta`` dict but not other attributes
+    return model.meta if isinstance(model, fx.GraphModule) else model.__dict__
+
+
+def recipe(model: nn.Module) -> Optional[dict]:
+    """How groupsnn made ``model`` (``prepare``, ``calibrate``, ``fuse_batchnorm``), or None."""
+    return _recipe_store(model).get(RECIPE)
+
+
 def record(model: nn.Module, **fields) -> nn.Module:
-    """Add ``fields`` to ``model``'s recipe (how it was made; checkpoints save it to rebuild it)."""
-    setattr(model, RECIPE, {**getattr(model, RECIPE, {}), **fields})
+    """Add ``fields`` to ``model``'s recipe (checkpoints save it to rebuild the model)."""
+    store = _recipe_store(model)
+    store[RECIPE] = {**store.get(RECIPE, {}), **fields}
     return model
 
 
@@ -261,9 +272,7 @@ def rewrite(model: nn.Module, rule: Rule, what: str, inplace: bool = False) -> n
         graph.erase_node(node)
     graph.lint()
     rewritten = fx.GraphModule(net, graph)
-    if hasattr(net, RECIPE):
-        setattr(rewritten, RECIPE, getattr(net, RECIPE))
-    return rewritten
+    return record(rewritten, **(recipe(net) or {}))
 
 
 def _avg_pool_like(pool: nn.Module) -> nn.Module:
