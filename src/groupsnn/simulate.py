@@ -204,9 +204,10 @@ def _input_count(model: nn.Module) -> int:
 
 class StepRunner:
     """Runs ``model`` for T steps on one input, computing its step-independent part once, on a
-    folded copy of its stateless layers unless ``fold=False`` (see the module docstring)."""
+    folded copy of its stateless layers unless ``fold=False`` (see the module docstring).
+    ``compile=True`` runs the per-step part under ``torch.compile`` (compiled at the first step)."""
 
-    def __init__(self, model: nn.Module, fold: bool = True):
+    def __init__(self, model: nn.Module, fold: bool = True, compile: bool = False):
         if any(getattr(m, "step_mode", "s") != "s" for m in model.modules()):
             raise ValueError("the SNN has modules in multi-step mode (step_mode='m'); simulate() and "
                              "evaluate() feed one step at a time: convert with step_mode='s'")
@@ -227,6 +228,8 @@ class StepRunner:
                     _drop_identities(net, graph)
                     self.fast = _split_static(net, graph, fire_in_place=True)
                     self.channels_last = any(isinstance(m, nn.Conv2d) for m in net.modules())
+                if compile:
+                    self.fast = (self.fast[0], torch.compile(self.fast[1]))
         except (fx.proxy.TraceError, _Unsplittable, TypeError, NotImplementedError) as err:
             warnings.warn(f"simulate(): cannot split {type(model).__name__} into a static part and a "
                           f"per-step part ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
