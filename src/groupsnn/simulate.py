@@ -186,8 +186,10 @@ def _folded_copy(model: nn.Module) -> nn.Module:
     stateful = [m for m in model.modules() if m is not model and _is_stateful(m)]
     net = copy.deepcopy(model, memo={id(m): m for m in stateful})
     for m in net.modules():
-        if not _is_stateful(m):
-            m.training = False  # the neurons keep their own flag: they belong to the caller
+        if not _is_stateful(m):  # the neurons keep their flag and hooks: they belong to the caller
+            m.training = False
+            m._forward_hooks.clear()  # with hooks on the network, ``steps`` does not use this copy
+            m._forward_pre_hooks.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # traceable: ``StepRunner`` traced it already
         net = fuse_batchnorm(net, inplace=True)
@@ -217,24 +219,22 @@ class StepRunner:
                              "that forward(x) takes one")
         self.model, self.channels_last = model, False
         self.fast = self.hooked = None  # (static, dynamic) graph modules; None: step the whole model
-        try:
-            with eval_mode(model):
+        with eval_mode(model):
+            try:
                 graph = trace(model)
                 self.hooked = _split_static(model, graph, fire_in_place=False)
-                self.fast = _split_static(model, graph, fire_in_place=True)
-                if fold:
-                    net = _folded_copy(model)
-                    graph = trace(net)
-                    _drop_identities(net, graph)
-                    self.fast = _split_static(net, graph, fire_in_place=True)
-                    self.channels_last = any(isinstance(m, nn.Conv2d) for m in net.modules())
-                if compile:
-                    self.fast = (self.fast[0], torch.compile(self.fast[1]))
-        except (fx.proxy.TraceError, _Unsplittable, TypeError, NotImplementedError) as err:
-            warnings.warn(f"simulate(): cannot split {type(model).__name__} into a static part and a "
-                          f"per-step part ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                          "running the whole model at every step", stacklevel=3)
-            self.fast = self.hooked = None
+            except Exception as err:  # noqa: BLE001  (whatever fx raises: the model cannot be split)
+                warnings.warn(f"simulate(): cannot split {type(model).__name__} into a static part and a "
+                              f"per-step part ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                              "running the whole model at every step", stacklevel=3)
+                return
+            net = _folded_copy(model) if fold else model
+            if fold:
+                graph = trace(net)
+                _drop_identities(net, graph)
+                self.channels_last = any(isinstance(m, nn.Conv2d) for m in net.modules())
+            static, dynamic = _split_static(net, graph, fire_in_place=True)
+            self.fast = static, torch.compile(dynamic) if compile else dynamic
 
     def steps(self, x: torch.Tensor, timesteps: int) -> Iterator[torch.Tensor]:
         """Reset the model, then yield its output (in eval mode) at steps 1..T; the model is reset
