@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .calibrate import fuse_batchnorm
-from .convert import trace
+from .convert import is_call, trace
 from .neurons import SpikingNeuron
 from .progress import progress_bar
 from .runtime import check_timesteps, model_device
@@ -97,18 +97,6 @@ def _mutates(model: nn.Module, node: fx.Node) -> list[fx.Node]:
     return written
 
 
-def _is_random(node: fx.Node) -> bool:
-    return node.op in ("call_function", "call_method") and _hashable(node.target) and node.target in _RANDOM_CALLS
-
-
-def _hashable(target) -> bool:
-    try:
-        hash(target)
-        return True
-    except TypeError:
-        return False
-
-
 class _Unsplittable(Exception):
     pass
 
@@ -121,7 +109,7 @@ def _per_step_nodes(model: nn.Module, graph: fx.Graph) -> set[fx.Node]:
     while True:
         for node in graph.nodes:
             stateful = node.op == "call_module" and _is_stateful(model.get_submodule(node.target))
-            if stateful or _is_random(node) or node.op == "output" or any(a in dynamic for a in node.all_input_nodes):
+            if stateful or is_call(node, _RANDOM_CALLS) or node.op == "output" or any(a in dynamic for a in node.all_input_nodes):
                 dynamic.add(node)
         overwritten = [a for n in dynamic for a in _mutates(model, n) if a not in dynamic]
         if not overwritten:
