@@ -128,10 +128,8 @@ def build_model(meta: dict) -> nn.Module:
     modules = dict(net.named_modules())
     for name, shape in network.get("threshold_shapes", {}).items():
         qcfs = modules.get(name)
-        if not isinstance(qcfs, QCFS):
-            raise ValueError(f"checkpoint of {meta['model']!r}: its recipe has a QCFS {name!r} that the "
-                             "rebuilt network lacks; it was written by another groupsnn version")
-        qcfs.threshold = nn.Parameter(qcfs.threshold.detach().expand(shape).clone())
+        if isinstance(qcfs, QCFS):  # a missing one is a wrong architecture: loading the weights says so
+            qcfs.threshold = nn.Parameter(qcfs.threshold.detach().expand(shape).clone())
     return record(net, **{k: v for k, v in network.items() if k != "threshold_shapes"})
 
 
