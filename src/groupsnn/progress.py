@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 
 def progress_bar(iterable: Iterable, desc: str = "", total: Optional[int] = None, initial: int = 0,
-             leave: bool = True, disable: bool = False):
+                 leave: bool = True, disable: bool = False):
     """``tqdm(iterable, ...)`` on a terminal, a :class:`LogProgress` in a log; both take ``set_postfix``."""
     terminal = sys.stderr.isatty()
     if disable or not (terminal or leave):
