@@ -372,7 +372,7 @@ def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Op
         compile_model = run.compile if run.compile is not None else \
             run.optim.epochs * len(loader) >= COMPILE_MIN_STEPS and can_compile(device)
         trainer = Trainer(wrapped, loader, run.optim, device, amp=run.amp, compile=compile_model)
-        if rank == 0:
+        if rank == 0 and progress:
             print(f"training path: {trainer.describe()}", file=sys.stderr)
         if saved is not None:  # under DDP the RNG states are per rank (see `checkpoint` below)
             trainer.load_state_dict({**saved, "rng": saved["rng"][rank] if world > 1 else saved["rng"]})
