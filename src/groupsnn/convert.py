@@ -158,11 +158,15 @@ def _write_is_seen(node: fx.Node, model: nn.Module) -> bool:
     """Whether writing into the input of ``node`` can be seen elsewhere: the input is used again, or
     may share memory with another tensor (a view, the model's input, a parameter...)."""
     x = _input(node)
-    if not isinstance(x, fx.Node) or len(x.users) > 1:
-        return True
-    if x.op == "call_module":
-        return not isinstance(model.get_submodule(x.target), _FRESH_MODULES)
-    return not is_call(x, _FRESH_CALLS)
+    return not isinstance(x, fx.Node) or len(x.users) > 1 or not is_fresh(x, model)
+
+
+def is_fresh(node: fx.Node, model: nn.Module) -> bool:
+    """Whether ``node`` makes a new tensor (a conv, linear, norm or QCFS output, a sum, product or
+    concatenation), rather than a view of its input or the input itself."""
+    if node.op == "call_module":
+        return isinstance(model.get_submodule(node.target), _FRESH_MODULES)
+    return is_call(node, _FRESH_CALLS)
 
 
 def _aliases(model: nn.Module) -> dict[int, list[str]]:

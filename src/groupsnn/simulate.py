@@ -38,14 +38,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .calibrate import fuse_batchnorm
-from .convert import is_call, trace
+from .convert import is_call, is_fresh, trace
 from .neurons import SpikingNeuron
 from .progress import progress_bar
 from .runtime import check_timesteps, model_device
 
-# modules and functions whose output is a new tensor (not a view or their input itself)
-_FRESH_MODULES = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.Linear)
-_FRESH_FUNCTIONS = {operator.add, torch.add}
 # calls whose result differs from call to call: each step must make its own draw
 _RANDOM_CALLS = {torch.rand, torch.randn, torch.randint, torch.rand_like, torch.randn_like,
                  torch.randint_like, torch.bernoulli, torch.multinomial, torch.normal, torch.poisson,
@@ -119,10 +116,8 @@ def _per_step_nodes(model: nn.Module, graph: fx.Graph) -> set[fx.Node]:
                 if node.op in ("placeholder", "get_attr"):
                     raise _Unsplittable(f"a per-step operation writes into {node.op} {node.name!r} in place")
                 dynamic.add(node)
-                fresh = (node.op == "call_module" and isinstance(model.get_submodule(node.target), _FRESH_MODULES)) \
-                    or (node.op == "call_function" and node.target in _FRESH_FUNCTIONS)
                 source = node.args[0] if node.args else None
-                node = source if not fresh and isinstance(source, fx.Node) else None
+                node = source if not is_fresh(node, model) and isinstance(source, fx.Node) else None
 
 
 def _split_static(model: nn.Module, graph: fx.Graph, fire_in_place: bool) -> tuple[fx.GraphModule, fx.GraphModule]:
@@ -154,10 +149,7 @@ def _fire_in_place(model: nn.Module, graph: fx.Graph) -> None:
         if node.op != "call_module" or not isinstance(model.get_submodule(node.target), SpikingNeuron):
             continue
         arg = node.args[0] if len(node.args) == 1 and not node.kwargs else None
-        fresh = isinstance(arg, fx.Node) and (
-            (arg.op == "call_module" and isinstance(model.get_submodule(arg.target), _FRESH_MODULES))
-            or (arg.op == "call_function" and arg.target in _FRESH_FUNCTIONS))
-        if fresh and len(arg.users) == 1:
+        if isinstance(arg, fx.Node) and is_fresh(arg, model) and len(arg.users) == 1:
             node.kwargs = {"inplace": True}
 
 
