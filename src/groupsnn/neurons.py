@@ -28,12 +28,13 @@ class NeuronState(NamedTuple):
     v: torch.Tensor  # membrane potential in units of one spike (θ/τ for GN, θ for IF)
 
 
-def _integrate(x: torch.Tensor, state: Optional[NeuronState], scale: torch.Tensor, inplace: bool) -> torch.Tensor:
-    """The membrane after input ``x``: ``x·scale + 1/2`` at the first step (QCFS's float ops), else
-    ``v + x·scale``, written into ``state.v`` when ``inplace``."""
+def _integrate(x: torch.Tensor, state: Optional[NeuronState], scale: torch.Tensor, inplace: bool,
+               v_init: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The membrane after input ``x``: ``x·scale + v_init`` at the first step (with ``v_init`` None:
+    ``+ 1/2``, QCFS's float ops), else ``v + x·scale``, written into ``state.v`` when ``inplace``."""
     if state is None:
         v = x * scale
-        return v.add_(0.5)
+        return v.add_(0.5 if v_init is None else v_init.to(x.dtype))
     return state.v.addcmul_(x, scale) if inplace else torch.addcmul(state.v, x, scale)
 
 
@@ -45,28 +46,32 @@ def _fire(v: torch.Tensor, tau: int, out: Optional[torch.Tensor] = None) -> torc
 
 
 def _gn_update(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int,
-               inplace: bool, out: Optional[torch.Tensor] = None):
+               inplace: bool, out: Optional[torch.Tensor] = None, v_init: Optional[torch.Tensor] = None):
     """(spikes, new membrane, θ in x's dtype) of one GN step; ``inplace`` updates ``state.v`` itself
     and ``out`` receives the spike counts."""
     threshold = threshold.to(x.dtype)
-    v = _integrate(x, state, tau / threshold, inplace)
+    v = _integrate(x, state, tau / threshold, inplace, v_init)
     return _fire(v, tau, out), v, threshold
 
 
-def gn_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int):
+def gn_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int,
+            v_init: Optional[torch.Tensor] = None):
     """One step of a Group Neuron with ``tau`` members; returns ``(out, spikes, new_state)``.
 
     ``spikes`` counts the members that fired (integers in [0, τ], as floats); ``out = spikes·θ/τ``.
-    ``state=None`` starts from the initial state. Pure: neither ``x`` nor ``state`` is modified.
+    ``state=None`` starts from the initial state: the membrane ``v_init`` (in units of one spike,
+    broadcast against ``x``; None: 1/2) before the first input. Pure: neither ``x`` nor ``state`` is
+    modified.
     """
-    spikes, v, threshold = _gn_update(x, state, threshold, tau, inplace=False)
+    spikes, v, threshold = _gn_update(x, state, threshold, tau, inplace=False, v_init=v_init)
     return spikes / tau * threshold, spikes, NeuronState(v)  # QCFS's ops: τ·θ/τ is exactly θ
 
 
-def if_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor):
+def if_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor,
+            v_init: Optional[torch.Tensor] = None):
     """One step of an integrate-and-fire neuron; returns ``(out, spikes, new_state)``.
     It is the Group Neuron with one member: ``clamp(floor(v), 0, 1)`` is ``v >= 1``."""
-    return gn_step(x, state, threshold, 1)
+    return gn_step(x, state, threshold, 1, v_init)
 
 
 @functools.cache
@@ -74,13 +79,14 @@ def _compile_gn_step():
     return torch.compile(gn_step)
 
 
-def compiled_gn_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int):
+def compiled_gn_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int,
+                     v_init: Optional[torch.Tensor] = None):
     """``gn_step`` compiled by ``torch.compile`` into one fused pass over memory, for long runs.
 
     The first call for each τ, dtype and shape compiles (about 20 s on a CPU, which needs a C++
     compiler). Spike counts and states equal ``gn_step``'s up to float rounding.
     """
-    return _compile_gn_step()(x, state, threshold, tau)
+    return _compile_gn_step()(x, state, threshold, tau, v_init)
 
 
 class _NoGradient(torch.autograd.Function):
@@ -132,6 +138,10 @@ class SpikingNeuron(StatefulModule):
     ``forward(x, inplace=True)`` (single-step mode, under ``torch.no_grad()``) writes the output into
     ``x``, which must not be needed afterwards: no memory is allocated per step, as with
     ``nn.ReLU(inplace=True)``. The membrane is always updated in place (the module owns its state).
+
+    The buffer ``v_init`` is the initial membrane (in units of one spike, e.g. one per channel,
+    shape ``[C, 1, 1]``); None, as ``convert`` makes it, is 1/2 everywhere. ``groupsnn.correct``
+    sets it.
     """
 
     tau = 1
@@ -139,10 +149,11 @@ class SpikingNeuron(StatefulModule):
     def __init__(self, threshold, step_mode: str = "s", compiled: bool = False):
         super().__init__(step_mode)
         self.threshold = nn.Parameter(torch.as_tensor(threshold, dtype=torch.float32).detach().clone())
+        self.register_buffer("v_init", None)
         self.compiled = compiled
 
     def step(self, x: torch.Tensor, state: Optional[NeuronState]):
-        return (compiled_gn_step if self.compiled else gn_step)(x, state, self.threshold, self.tau)
+        return (compiled_gn_step if self.compiled else gn_step)(x, state, self.threshold, self.tau, self.v_init)
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         if inplace and self.step_mode == "s" and not torch.is_grad_enabled():
@@ -161,7 +172,7 @@ class SpikingNeuron(StatefulModule):
             return out
         # gn_step's operations, in the buffers of the state and (if allowed) of the input
         spikes, v, threshold = _gn_update(x, self.state, self.threshold, self.tau, inplace=True,
-                                          out=x if inplace else None)
+                                          out=x if inplace else None, v_init=self.v_init)
         self.state = NeuronState(v)
         if self.tau & (self.tau - 1) == 0:  # τ = 2^k: n/τ and θ/τ are exact, so n·(θ/τ) is (n/τ)·θ bit for bit
             return spikes.mul_(threshold / self.tau)
