@@ -22,6 +22,8 @@ from .qcfs import QCFS
 from .runtime import model_device
 from .simulate import StepRunner, eval_mode
 
+MAX_SCALE = 4.0  # the most the secant step may enlarge a shift (it removed at least a quarter of the error)
+
 
 def _channel_sum(out: torch.Tensor) -> torch.Tensor:
     """``out`` [B, C, ...] summed over all dims but the channels, shaped ``[C, 1, ...]`` (float64)."""
@@ -103,11 +105,16 @@ def correct(snn: nn.Module, ann: nn.Module, loader: Iterable, timesteps: int, ba
 
     for name in targets:  # the order the layers ran in
         neuron = layers[name][0]
-        mean = _per_channel_means(snn, {name: neuron}, run_snn)[name]
-        error = targets[name] - mean
+        error = targets[name] - _per_channel_means(snn, {name: neuron}, run_snn)[name]
         if not error.any():
             continue
+        start = torch.full_like(error, 0.5) if neuron.v_init is None else neuron.v_init.to(torch.float64)
         shift = error * (timesteps * neuron.tau) / neuron.threshold.detach().to(torch.float64)
-        start = 0.5 if neuron.v_init is None else neuron.v_init.to(torch.float64)
         neuron.v_init = (start + shift).to(torch.float32)
+        # Clamped elements (never firing, or at every step) do not respond, so the shift undershoots:
+        # one secant step scales it by how much of the error it removed
+        remaining = targets[name] - _per_channel_means(snn, {name: neuron}, run_snn)[name]
+        removed = error - remaining
+        scale = torch.where(removed * error > 0, error / removed, 1.0).clamp_(1.0, MAX_SCALE)
+        neuron.v_init = (start + shift * scale).to(torch.float32)
     return snn
