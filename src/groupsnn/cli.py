@@ -69,7 +69,10 @@ def _cmd_train(args) -> None:
 
     optim = TrainConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, seed=args.seed)
-    run = RunConfig(model=args.model, data=args.data, data_dir=args.data_dir, levels=args.levels or None,
+    if args.activation == "relu" and args.levels is not None:
+        raise ValueError("--levels sets the QCFS levels; --activation relu trains a plain ReLU network without them")
+    levels = None if args.activation == "relu" else args.levels or 8
+    run = RunConfig(model=args.model, data=args.data, data_dir=args.data_dir, levels=levels,
                     threshold=args.threshold, batch_size=args.batch_size, workers=args.workers, amp=args.amp,
                     compile=args.compile, sync_bn=args.sync_bn, optim=optim)
     path = train(run, args.out, resume=args.resume, init_from=args.init_from, overwrite=args.overwrite)
@@ -261,10 +264,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     demo.set_defaults(run=_cmd_demo)
 
-    train = commands.add_parser("train", help="train a QCFS network (also under torchrun for DDP)")
+    train = commands.add_parser("train", help="train a QCFS or ReLU network (also under torchrun for DDP)")
     train.add_argument("--model", required=True, help="registry name, e.g. resnet20, vgg16, resnet34")
     _add_data_options(train, data_required=True)
-    train.add_argument("--levels", type=int, default=8, help="QCFS levels L (0: train a plain ReLU network)")
+    train.add_argument("--activation", choices=["qcfs", "relu"], default="qcfs",
+                       help="qcfs (default): QCFS activations, ready for conversion; relu: a plain ReLU network "
+                            "(a baseline, or for groupsnn convert --from-relu)")
+    train.add_argument("--levels", type=_positive_int, help="QCFS levels L (default 8)")
     train.add_argument("--threshold", type=float, default=8.0, help="initial QCFS threshold")
     train.add_argument("--epochs", type=_positive_int, default=300)
     train.add_argument("--lr", type=float, default=0.1)
