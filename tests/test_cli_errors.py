@@ -109,9 +109,6 @@ CASES = {
     "convert 1-D model on images": (["convert", "--from-relu", "{w}/relu_run/checkpoint.pt", "--model",
                                      "mnist1d_cnn", "--data", "digits", "--out", "{w}/conv"],
                                     "cannot take inputs of shape [1, 8, 8]"),
-    "damaged image read by a worker": (["train", "--model", "resnet18", "--data", "imagenet", "--data-dir",
-                                        "{w}/imagenet", "--batch-size", "2", "--workers", "1", "--out", "{w}/new"],
-                                       "{w}/imagenet/train/n02/a.JPEG is not a readable image"),
     "resume without a run": (TRAIN + ["--out", "{w}/empty", "--resume"], "--resume: {w}/empty/checkpoint.pt not found"),
     "resume with other settings": (TRAIN[:-1] + ["2", "--out", "{w}/run", "--resume"], "different settings"),
     "relu checkpoint is not a groupsnn one": (["evaluate", "{w}/relu.pt"], "not a readable groupsnn checkpoint"),
@@ -172,6 +169,16 @@ def test_user_error_is_one_line_exit_2_and_changes_nothing(workspace, case):
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert fill(message) in lines[0]
     assert snapshot(workspace) == before
+
+
+def test_a_damaged_image_found_while_training_ends_the_log_with_one_error_line(workspace):
+    # found by a DataLoader worker once training has started (and logged how it trains)
+    proc = run_cli(["train", "--model", "resnet18", "--data", "imagenet", "--data-dir", str(workspace / "imagenet"),
+                    "--batch-size", "2", "--workers", "1", "--epochs", "1", "--out", str(workspace / "new")])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [proc.stderr.strip().splitlines()[-1]], proc.stderr
+    assert f"{workspace}/imagenet/train/n02/a.JPEG is not a readable image" in errors[0]
 
 
 def test_debug_shows_the_traceback(workspace):
