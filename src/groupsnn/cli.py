@@ -173,21 +173,24 @@ def _cmd_convert(args) -> None:
 
 
 def _cmd_sweep(args) -> None:
-    from .plots import plot_accuracy_vs_timesteps, plot_effect_of_tau
-    from .report import format_table, write_csv
+    from .plots import plot_accuracy_vs_energy, plot_accuracy_vs_timesteps, plot_effect_of_tau
+    from .report import ENERGY_FIELDS, FIELDS, format_table, write_csv
     from .sweep import sweep
 
     files = ["sweep.json", "sweep.csv", "accuracy_vs_T.png", "effect_of_tau.png"]
+    files += ["accuracy_vs_energy.png"] * bool(args.energy_batches)
     out = check_out_dir(args.out or Path(args.checkpoint).parent, files, args.overwrite)
     ann, meta = _load_qcfs(args.checkpoint)
-    results = {**sweep(ann, _test_loader(meta, args), args.taus, args.timesteps, progress=True),
-               **_source(args, meta)}
+    results = {**sweep(ann, _test_loader(meta, args), args.taus, args.timesteps, progress=True,
+                       energy_batches=args.energy_batches), **_source(args, meta)}
     print(format_table(results))
     write_json(out / "sweep.json", results)
-    write_csv(out / "sweep.csv", results["snn"])
+    write_csv(out / "sweep.csv", results["snn"], fields=FIELDS + ENERGY_FIELDS * bool(args.energy_batches))
     title = f"{meta['model']} on {results['data']}, QCFS L={meta['levels']}"
     plot_accuracy_vs_timesteps(results, out / "accuracy_vs_T.png", title)
     plot_effect_of_tau(results, out / "effect_of_tau.png", title)
+    if args.energy_batches:
+        plot_accuracy_vs_energy(results, out / "accuracy_vs_energy.png", title)
     print(f"wrote {', '.join(files)} to {out}")
 
 
@@ -299,6 +302,8 @@ def _parser() -> argparse.ArgumentParser:
                              _cmd_sweep)
     sw.add_argument("--taus", type=_int_list, default=[1, 2, 4, 8], help="Group Neuron sizes, e.g. 1,2,4,8")
     sw.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
+    sw.add_argument("--energy-batches", type=int, default=4, metavar="N",
+                    help="count spikes on the first N test batches for SOPs, energy and the Pareto front (0: none)")
 
     st = _checkpoint_command(commands, "stats", "per-layer firing rates, synaptic operations, energy, "
                              "conversion error", _cmd_stats)

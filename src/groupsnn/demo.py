@@ -37,7 +37,7 @@ def run_demo(dataset: str = "digits", levels: int = 8, epochs: int = 30, seed: i
     started = time.perf_counter()
     ann, test_loader = train_demo_ann(dataset, levels, epochs, seed=seed, progress=progress)
     return {
-        **sweep(ann, test_loader, taus, timesteps, progress),
+        **sweep(ann, test_loader, taus, timesteps, progress, energy_batches=0),
         "dataset": dataset,
         "model": DEMO_MODELS[dataset],
         "epochs": epochs,

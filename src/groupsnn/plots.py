@@ -1,4 +1,4 @@
-"""PNG figures (matplotlib, headless): accuracy against time steps and against τ, firing rates."""
+"""PNG figures (matplotlib, headless): accuracy against time steps, τ and energy; firing rates."""
 from collections import defaultdict
 from pathlib import Path
 
@@ -64,6 +64,34 @@ def plot_effect_of_tau(results: dict, path: PathLike, title: str = "") -> Path:
         taus, accs = zip(*sorted(points))
         ax.plot(taus, accs, "-", marker="o", label=f"T={t}")
     _accuracy_axes(ax, results, "Group Neuron size τ", {tau for points in curves.values() for tau, _ in points}, title)
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_energy(results: dict, path: PathLike, title: str = "") -> Path:
+    """Accuracy against energy per image of each (neuron, τ, T) row of a sweep that counted spikes,
+    one curve per (neuron, τ) through its T, the rows marked ``pareto`` joined as the front, the
+    ANN's energy as a vertical line and its accuracy as a horizontal one."""
+    plt = _pyplot()
+    rows = results["snn"]
+    if not rows or "snn_energy_uj" not in rows[0]:
+        raise ValueError("plot_accuracy_vs_energy(): the results have no energy (run sweep with energy_batches > 0)")
+    curves = defaultdict(list)
+    for row in rows:
+        curves[(row["neuron"], row["tau"])].append((row["snn_energy_uj"], row["accuracy"]))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for (neuron, tau), points in sorted(curves.items(), key=lambda kv: (kv[0][0] == "if", kv[0][1] or 0)):
+        energies, accs = zip(*sorted(points))
+        style = dict(linestyle="--", marker="s", color="k", markerfacecolor="none") if neuron == "if" \
+            else dict(linestyle="-", marker="o")
+        ax.plot(energies, accs, alpha=0.6, label=neuron_label(neuron, tau), **style)
+    front = sorted((r["snn_energy_uj"], r["accuracy"]) for r in rows if r["pareto"])
+    ax.step(*zip(*front), where="post", color="crimson", linewidth=2, zorder=3, label="Pareto front")
+    ax.plot(*zip(*front), "o", color="crimson", markersize=8, markerfacecolor="none", zorder=3)
+    ax.axvline(results["ann_energy_uj"], color="gray", linestyle=":", label="ANN energy")
+    ax.axhline(results["ann_accuracy"], color="k", linewidth=1, label=results.get("ann", "QCFS ANN"))
+    ax.set(xscale="log", xlabel="energy per image (µJ)", ylabel="test accuracy (%)", title=title, ylim=(0, 101))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
 

@@ -177,11 +177,13 @@ class _SpikeFollower(fx.Interpreter):
         self.counts, self.arrivals, self.dense_macs, self.macs = {}, defaultdict(int), 0.0, {}
         self.step = 0
 
-    def run_steps(self, x: torch.Tensor, steps: int) -> None:
-        """Run ``steps`` steps on ``x`` from the model's current state."""
+    def run_steps(self, x: torch.Tensor, steps: int, after_step=None) -> None:
+        """Run ``steps`` steps on ``x`` from the model's current state; ``after_step(t)`` after step t."""
         for self.step in range(steps):
             self.counts.clear()
             self.run(x)
+            if after_step is not None:
+                after_step(self.step + 1)
         self.counts.clear()
 
     def run_node(self, node: fx.Node):
@@ -229,6 +231,24 @@ class _SpikeFollower(fx.Interpreter):
             self.arrivals[node, key] = self.arrivals[node, key] + arrived.sum(0)
 
 
+def _input(batch, device: torch.device) -> torch.Tensor:
+    """The input tensor of ``batch`` (a tensor or an ``(input, target)`` pair) on ``device``."""
+    x = (batch[0] if isinstance(batch, (tuple, list)) else batch).to(device)
+    if not torch.isfinite(x).all():
+        raise ValueError("the SNN input contains NaN or Inf values; clean the data first")
+    return x
+
+
+def _charge(snn: nn.Module, arrivals: dict) -> dict:
+    """``{source: accumulates}`` of spikes that arrived per input of each weighted layer (``DENSE``:
+    the MACs of its non-spike inputs): arrivals times fan-out."""
+    charged = defaultdict(float)
+    for (node, key), counts in arrivals.items():
+        fans = fan_out(snn.get_submodule(node.target), counts.shape, counts.device).to(counts.dtype)
+        charged[key] += (counts * fans).sum().item()
+    return charged
+
+
 @torch.no_grad()
 def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional[nn.Module] = None,
                 ac_pj: float = AC_PJ, mac_pj: float = MAC_PJ) -> dict:
@@ -268,9 +288,7 @@ def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional
     follower, samples = _SpikeFollower(fx.GraphModule(snn, _trace(snn)), on_neuron), 0
     with eval_mode(snn, *([ann] if ann is not None else [])), _hooks(qcfs, on_qcfs):
         for batch in batches:
-            x = (batch[0] if isinstance(batch, (tuple, list)) else batch).to(device)
-            if not torch.isfinite(x).all():
-                raise ValueError("the SNN input contains NaN or Inf values; clean the data first")
+            x = _input(batch, device)
             summed.clear()
             if ann is not None:
                 ann(x)
@@ -283,14 +301,53 @@ def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional
     reset(snn)
     if samples == 0:
         raise ValueError("layer_stats(): no input batches")
-    for (node, key), counts in follower.arrivals.items():
-        fans = fan_out(snn.get_submodule(node.target), counts.shape, counts.device).to(counts.dtype)
-        acc["dense_macs" if key == DENSE else "sops", key or None] += (counts * fans).sum().item()
+    for key, charged in _charge(snn, follower.arrivals).items():
+        acc["dense_macs" if key == DENSE else "sops", key or None] += charged
     acc["snn_macs", None] = follower.dense_macs + acc["dense_macs", None]
     macs = defaultdict(int)
     for node, m in follower.macs.items():
         macs[node.target] += m
     return _summarise(acc, neurons, size, macs, spike_sources(snn), samples, steps, ann is not None, ac_pj, mac_pj)
+
+
+@torch.no_grad()
+def energy_by_timesteps(snn: nn.Module, batches: Iterable, timesteps, ac_pj: float = AC_PJ,
+                        mac_pj: float = MAC_PJ) -> dict:
+    """Per sample, the cost of steps 1..T of ``snn`` for each T of ``timesteps``, from one run of
+    max(T) steps per batch, counted as ``layer_stats`` counts it (its totals at T are these):
+    ``{"samples", "ann_macs", "ann_energy_uj", "timesteps": {T: {"sops", "snn_macs",
+    "snn_energy_uj"}}}``."""
+    steps = check_timesteps(timesteps)
+    if not any(isinstance(m, SpikingNeuron) for m in snn.modules()):
+        raise ValueError("energy_by_timesteps(): the model has no spiking neurons; convert it first")
+    follower = _SpikeFollower(fx.GraphModule(snn, _trace(snn)), on_neuron=lambda *_: None)
+    arrivals = {t: defaultdict(int) for t in steps}  # up to step t, summed over the batches
+    dense_macs, samples, device = dict.fromkeys(steps, 0.0), 0, model_device(snn)
+
+    def after_step(t: int) -> None:
+        if t in arrivals:
+            for key, counts in follower.arrivals.items():
+                arrivals[t][key] = arrivals[t][key] + counts
+            dense_macs[t] += follower.dense_macs
+
+    with eval_mode(snn):
+        for batch in batches:
+            x = _input(batch, device)
+            follower.arrivals, follower.dense_macs = defaultdict(int), 0.0  # this batch's
+            reset(snn)
+            follower.run_steps(x, steps[-1], after_step)
+            samples += len(x)
+    reset(snn)
+    if samples == 0:
+        raise ValueError("energy_by_timesteps(): no input batches")
+    by_t = {}
+    for t in steps:
+        charged = _charge(snn, arrivals[t])
+        sops = sum(v for k, v in charged.items() if k != DENSE) / samples
+        snn_macs = (dense_macs[t] + charged[DENSE]) / samples
+        by_t[t] = {"sops": sops, "snn_macs": snn_macs, "snn_energy_uj": (sops * ac_pj + snn_macs * mac_pj) * 1e-6}
+    ann_macs = sum(follower.macs.values())
+    return {"samples": samples, "ann_macs": ann_macs, "ann_energy_uj": ann_macs * mac_pj * 1e-6, "timesteps": by_t}
 
 
 def _summarise(acc, neurons, size, macs, sources, samples, steps, with_ann, ac_pj, mac_pj) -> dict:
