@@ -103,9 +103,10 @@ def _source(args, meta: dict) -> dict:
 def _load_qcfs(path: Path):
     """``(ann, meta)`` of a checkpoint holding a QCFS network (one that converts to an SNN)."""
     from .checkpoint import load_model
+    from .qcfs import QCFS
 
     ann, meta = load_model(path)
-    if not meta.get("levels"):
+    if not any(isinstance(m, QCFS) for m in ann.modules()):  # what its meta["network"] rebuilt
         raise ValueError(f"{path} holds a plain ReLU network; convert it with "
                          "`groupsnn convert --from-relu` (calibration) instead")
     return ann, meta
@@ -142,10 +143,11 @@ def _cmd_convert(args) -> None:
 
     if not args.from_relu.is_file():
         raise FileNotFoundError(f"--from-relu: {args.from_relu} not found")
-    out = check_out_dir(args.out, ["results.json", "results.csv", "accuracy_vs_T.png"], args.overwrite)
+    files = ["results.json", "results.csv", "accuracy_vs_T.png"] + ["checkpoint.pt"] * bool(args.finetune_epochs)
+    out = check_out_dir(args.out, files, args.overwrite)
     splits = data.load(args.data, args.data_dir)
-    relu = models.create(args.model, num_classes=splits.num_classes,
-                         **default_model_kwargs(args.model, splits.input_shape))
+    model_kwargs = default_model_kwargs(args.model, splits.input_shape)
+    relu = models.create(args.model, num_classes=splits.num_classes, **model_kwargs)
     models.check_input_shape(relu, splits.input_shape, f"model {args.model!r} on data set {args.data!r}")
     skipped = load_relu_weights(relu, args.from_relu)
     if skipped:
@@ -155,21 +157,46 @@ def _cmd_convert(args) -> None:
     test = data.make_loader(splits.test, args.batch_size, train=False, workers=args.workers)
     ann = calibrate(relu, calibration, args.calibrate, per_channel=args.per_channel, levels=args.levels,
                     batches=args.calibration_batches, maxpool=args.maxpool, fuse_bn=args.fuse_bn)
+    if args.finetune_epochs:
+        ann = _finetune(ann, args, splits.num_classes, model_kwargs, list(splits.input_shape), out / "checkpoint.pt")
     calibrated = sweep(ann, test, args.tau if args.neuron in ("gn", "both") else [], args.timesteps,
                        progress=True, include_if=args.neuron in ("if", "both"))
     results = {"ann": "ReLU ANN", "ann_accuracy": round(evaluate(relu, test, [1])[1], 4), "levels": args.levels,
                "snn": calibrated["snn"], "calibrated_ann_accuracy": calibrated["ann_accuracy"],
+               **{k: calibrated[k] for k in ("ann_energy_uj", "energy_samples") if k in calibrated},
                "checkpoint": str(args.from_relu), "model": args.model, "data": args.data,
                "percentile": args.calibrate, "per_channel": args.per_channel, "maxpool": args.maxpool,
-               "fuse_bn": args.fuse_bn}
+               "fuse_bn": args.fuse_bn, "finetune_epochs": args.finetune_epochs or 0}
     print(format_table(results))
-    print(f"calibrated ANN ({args.calibrate}th percentile, L={args.levels or 'none: clip only'}): "
+    tuned = f", fine-tuned {args.finetune_epochs} epoch(s) at lr {args.finetune_lr}" if args.finetune_epochs else ""
+    print(f"calibrated ANN ({args.calibrate}th percentile, L={args.levels or 'none: clip only'}{tuned}): "
           f"{results['calibrated_ann_accuracy']:.2f} %")
     write_json(out / "results.json", results)
     write_csv(out / "results.csv", results["snn"])
     plot_accuracy_vs_timesteps(results, out / "accuracy_vs_T.png",
                                title=f"{args.model} on {args.data}, calibrated at {args.calibrate}%")
     print(f"wrote {out / 'results.json'}, results.csv and accuracy_vs_T.png")
+
+
+def _finetune(ann, args, num_classes: int, model_kwargs: dict, input_shape: list, path: Path):
+    """``ann`` (calibrated) trained ``--finetune-epochs`` epochs at ``--finetune-lr`` on the augmented
+    training split, saved to ``path`` as a checkpoint that evaluate, sweep and stats read."""
+    import torch
+
+    from . import data
+    from .checkpoint import make_meta, save_checkpoint
+    from .train import TrainConfig, fit
+
+    train = data.load(args.data, args.data_dir, augment=True).train
+    loader = data.make_loader(train, args.batch_size, train=True, workers=args.workers, seed=args.seed)
+    cfg = TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, seed=args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    ann = fit(ann, loader, cfg, device).eval()
+    meta = make_meta(args.model, num_classes, args.levels, args.data, args.seed, model_kwargs=model_kwargs,
+                     input_shape=input_shape, finetune={"from_relu": str(args.from_relu), "epochs": cfg.epochs,
+                                                        "lr": cfg.lr})
+    save_checkpoint(path, ann, meta)
+    return ann
 
 
 def _cmd_sweep(args) -> None:
@@ -320,7 +347,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     ex.set_defaults(run=_cmd_export)
 
-    cv = commands.add_parser("convert", help="calibrate a pretrained ReLU network (no retraining), compare SNNs")
+    cv = commands.add_parser("convert", help="calibrate a pretrained ReLU network (optionally fine-tune it), compare SNNs")
     cv.add_argument("--from-relu", type=Path, required=True, metavar="CKPT",
                     help="state_dict (.pt) of a ReLU network of --model (or a groupsnn checkpoint of one)")
     cv.add_argument("--model", required=True, help="registry name, e.g. digits_cnn, resnet18")
@@ -333,6 +360,11 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--maxpool", choices=["keep", "avg"], default="keep",
                     help="keep max-pooling (default) or replace it by average pooling")
     cv.add_argument("--fuse-bn", action="store_true", help="fold BatchNorm into the preceding conv/linear")
+    cv.add_argument("--finetune-epochs", type=_positive_int, metavar="N",
+                    help="then train the calibrated network N epochs (thresholds from the calibration) and "
+                         "write OUT/checkpoint.pt for evaluate, sweep and stats")
+    cv.add_argument("--finetune-lr", type=_positive_float, default=0.01, help="learning rate of the fine-tuning")
+    cv.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning")
     cv.add_argument("--neuron", choices=["gn", "if", "both"], default="gn")
     cv.add_argument("--tau", type=_int_list, default=[8], help="Group Neuron sizes, e.g. 4,8,16")
     cv.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
