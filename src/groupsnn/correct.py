@@ -77,7 +77,8 @@ def correct(snn: nn.Module, ann: nn.Module, loader: Iterable, timesteps: int, ba
     neuron's initial membrane ``v_init`` (one per channel, in units of one spike; 1/2 as ``convert``
     leaves it) is shifted by ``(a - s)·τ·T/θ``, where ``a`` is the ANN activation and ``s`` the SNN's
     output averaged over the T steps, both averaged per channel over the batches, with the layers
-    before it already corrected. A layer whose means already agree exactly is left as it is.
+    before it already corrected; a second run then enlarges the shift by one secant step (at most
+    ``MAX_SCALE`` times). A layer whose means already agree exactly is left as it is.
 
     Weights, biases and thresholds are unchanged. The correction is made for this T: at other T a
     channel's mean output moves by Δv·θ/(τ·T) instead, less for longer runs.
