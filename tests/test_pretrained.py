@@ -64,10 +64,11 @@ def real_cifar10_test():
     return TensorImageDataset(tree["images"], tree["labels"], cifar_transform(CIFAR10_MEAN, CIFAR10_STD, False))
 
 
-def ann_and_gn_tau4_at_t2(dataset) -> tuple[float, float]:
+def ann_and_gn_tau4_at_t2(dataset, fold: bool) -> tuple[float, float]:
     loader = data.make_loader(dataset, 128, train=False, workers=0)  # batches of 128, as the recording run
     ann = gs.models.create("resnet20", pretrained="cifar10")
-    return gs.evaluate(ann, loader, [1])[1], gs.evaluate(gs.convert(ann, "gn", tau=4), loader, [2])[2]
+    return (gs.evaluate(ann, loader, [1], fold=fold)[1],
+            gs.evaluate(gs.convert(ann, "gn", tau=4), loader, [2], fold=fold)[2])
 
 
 def gn_tau4_at_t2(rows: list[dict]) -> float:
@@ -78,16 +79,20 @@ def test_shipped_model_on_a_class_balanced_thousand_real_test_images(real_cifar1
     recorded = json.loads(RESULTS.read_text())["subset"]
     subset = data.class_balanced_subset(real_cifar10_test, recorded["per_class"])
     assert len(subset) == 1000 and real_cifar10_test.labels[subset.indices].bincount().tolist() == [100] * 10
-    ann, gn = ann_and_gn_tau4_at_t2(subset)
+    # the same images, weights and arithmetic as the run that recorded them (the network as it is,
+    # BatchNorm unfolded): equal, not close
+    ann, gn = ann_and_gn_tau4_at_t2(subset, fold=False)
     print(f"1,000 balanced real test images: ANN {ann:.2f} %, GN tau=4 T=2 {gn:.2f} %")
-    # the same images, weights and arithmetic as the run that recorded them: equal, not close
     assert (round(ann, 4), round(gn, 4)) == (recorded["ann_accuracy"], gn_tau4_at_t2(recorded["snn"]))
     assert abs(gn - ann) <= 1.0  # the paper's claim for tau*T = L: 84.50 % against 85.30 % as recorded
+    # the default, folded path changes float rounding only: the claim holds there too
+    folded_ann, folded_gn = ann_and_gn_tau4_at_t2(subset, fold=True)
+    assert abs(folded_gn - folded_ann) <= 1.0 and abs(folded_ann - ann) <= 0.3 and abs(folded_gn - gn) <= 0.3
 
 
 def test_shipped_model_gn_tau4_at_t2_is_within_a_point_of_the_ann_on_all_real_test_images(real_cifar10_test):
     recorded = json.loads(RESULTS.read_text())
-    ann, gn = ann_and_gn_tau4_at_t2(real_cifar10_test)
+    ann, gn = ann_and_gn_tau4_at_t2(real_cifar10_test, fold=False)
     print(f"10,000 real test images: ANN {ann:.2f} %, GN tau=4 T=2 {gn:.2f} %")
     assert (round(ann, 4), round(gn, 4)) == (recorded["ann_accuracy"], gn_tau4_at_t2(recorded["snn"]))
     assert abs(gn - ann) <= 1.0

@@ -251,15 +251,17 @@ def simulate(snn: nn.Module, x: torch.Tensor, timesteps: int) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(snn: nn.Module, loader: Iterable, timesteps: Sequence[int] = (1, 2, 4, 8),
-             device: Optional[torch.device] = None, progress: bool = False) -> dict[int, float]:
+             device: Optional[torch.device] = None, progress: bool = False, fold: bool = True) -> dict[int, float]:
     """Top-1 accuracy in percent at each T of ``timesteps``, from one run of max(T) steps per batch.
 
     The prediction at T is the argmax of the outputs summed over steps 1..T. Works on an ANN too
     (its output is the same at every step). ``snn`` runs in eval mode and is left in its own mode.
+    ``fold=False`` runs the network as it is instead of a copy with BatchNorm folded (``StepRunner``):
+    slower, and bit for bit what the network's own forward computes.
     """
     steps = check_timesteps(timesteps)
     device = device or model_device(snn)
-    runner = StepRunner(snn)
+    runner = StepRunner(snn, fold=fold)
     correct, seen = dict.fromkeys(steps, 0), 0
     for x, y in progress_bar(loader, desc="evaluate", leave=False, disable=not progress):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
