@@ -20,9 +20,10 @@
 With forward hooks on the network (``stats.layer_stats`` counts spikes with them) the runner steps
 the network's own modules, unfolded, and fires nothing in place, so each hook sees what it hooks.
 
-Measured on 2 CPU threads (ResNet-20, batch 64, T = 4, ``benchmarks/snn_eval.py``): the unfolded
-split took 1.19x the time of four forwards of the ReLU network; folding brought it to 0.89x and the
-channels-last layout to 0.64x. Running all T steps at once through the stateless layers (T folded
+Measured on 2 idle CPU threads with glibc's default malloc (ResNet-20, batch 64, T = 4,
+``benchmarks/snn_eval.py``): the unfolded split took 1.54x the time of four forwards of the ReLU
+network, the folded channels-last copy 0.84x; compiling the per-step part (``compile=True``) gave
+0.93x after a 7 s compile, so it is off by default. Running all T steps at once through the stateless layers (T folded
 into the batch) was no faster and takes T times the memory, so steps run one by one.
 """
 import contextlib
