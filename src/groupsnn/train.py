@@ -240,9 +240,9 @@ class RunConfig:
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
-# `groupsnn train` compiles runs of at least this many steps: compiling ResNet-20 took ~60 s on 2 CPU
-# threads and saved ~0.15 s per step of 128 images (benchmarks/train_speed.py), so it pays after
-# about 400 steps; the margin covers smaller networks, which save less per step
+# `groupsnn train` compiles runs of at least this many steps: compiling ResNet-20 took up to ~60 s on
+# 2 CPU threads and saved ~0.1 s per step of 128 images (benchmarks/train_speed.py), so it pays after
+# about 600 steps; the margin covers smaller networks, which save less per step
 COMPILE_MIN_STEPS = 2000
 # settings that may differ between a run and its resumption (where the data is, how it is loaded)
 _FREE_ON_RESUME = {"data_dir", "workers"}
