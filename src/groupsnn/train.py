@@ -79,13 +79,12 @@ def autocast_dtype(device: torch.device) -> Optional[torch.dtype]:
     return None
 
 
-def use_channels_last(model: nn.Module) -> bool:
+def use_channels_last(model: nn.Module) -> None:
     """Put the 2-D convolutions of ``model`` in the channels-last layout, which the bf16 and fp16
-    convolution kernels of oneDNN and cuDNN are fastest in; False if it has none."""
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    for conv in convs:
-        conv.to(memory_format=torch.channels_last)
-    return bool(convs)
+    convolution kernels of oneDNN and cuDNN are fastest in."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.to(memory_format=torch.channels_last)
 
 
 def can_compile(device: torch.device) -> bool:
@@ -185,8 +184,7 @@ class Trainer:
 
     def describe(self) -> str:
         """The path this trainer runs, e.g. ``bf16 autocast, channels-last, torch.compile on cpu``."""
-        parts = [f"{str(self.amp_dtype).removeprefix('torch.').replace('bfloat16', 'bf16').replace('float16', 'fp16')} autocast"
-                 if self.amp_dtype else "fp32"]
+        parts = [f"{ {torch.bfloat16: 'bf16', torch.float16: 'fp16'}[self.amp_dtype]} autocast" if self.amp_dtype else "fp32"]
         parts += ["channels-last"] * self.channels_last + ["torch.compile"] * self.compiled
         return f"{', '.join(parts)} on {self.device.type}"
 
