@@ -73,7 +73,8 @@ def _cmd_train(args) -> None:
         raise ValueError("--levels sets the QCFS levels; --activation relu trains a plain ReLU network without them")
     levels = None if args.activation == "relu" else args.levels or 8
     run = RunConfig(model=args.model, data=args.data, data_dir=args.data_dir, levels=levels,
-                    threshold=args.threshold, batch_size=args.batch_size, workers=args.workers, amp=args.amp,
+                    threshold=args.threshold, batch_size=args.batch_size, workers=args.workers, augment=args.augment,
+                    amp=args.amp,
                     compile=args.compile, sync_bn=args.sync_bn, optim=optim)
     path = train(run, args.out, resume=args.resume, init_from=args.init_from, overwrite=args.overwrite)
     print(f"wrote {path}")
@@ -187,7 +188,7 @@ def _finetune(ann, args, num_classes: int, model_kwargs: dict, input_shape: list
     from .checkpoint import make_meta, save_checkpoint
     from .train import TrainConfig, fit
 
-    train = data.load(args.data, args.data_dir, augment=True).train
+    train = data.load(args.data, args.data_dir, augment=args.augment).train
     loader = data.make_loader(train, args.batch_size, train=True, workers=args.workers, seed=args.seed)
     cfg = TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, seed=args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -265,6 +266,12 @@ def _add_data_options(parser: argparse.ArgumentParser, data_required: bool = Fal
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: automatic)")
 
 
+def _add_augment_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--augment", choices=["autoaugment", "crop-flip"], default="autoaugment",
+                        help="CIFAR training augmentation: autoaugment (default, the QCFS recipe: crop, flip, "
+                             "AutoAugment, Cutout) or crop-flip (lighter, for short runs of small networks)")
+
+
 def _checkpoint_command(commands, name: str, help: str, run) -> argparse.ArgumentParser:
     """A subcommand that reads a ``groupsnn train`` checkpoint and writes results beside it."""
     parser = commands.add_parser(name, help=help)
@@ -301,6 +308,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="qcfs (default): QCFS activations, ready for conversion; relu: a plain ReLU network "
                             "(a baseline, or for groupsnn convert --from-relu)")
     train.add_argument("--levels", type=_positive_int, help="QCFS levels L (default 8)")
+    _add_augment_option(train)
     train.add_argument("--threshold", type=float, default=8.0, help="initial QCFS threshold")
     train.add_argument("--epochs", type=_positive_int, default=300)
     train.add_argument("--lr", type=float, default=0.1)
@@ -363,6 +371,7 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--finetune-epochs", type=_positive_int, metavar="N",
                     help="then train the calibrated network N epochs (thresholds from the calibration) and "
                          "write OUT/checkpoint.pt for evaluate, sweep and stats")
+    _add_augment_option(cv)
     cv.add_argument("--finetune-lr", type=_positive_float, default=0.01, help="learning rate of the fine-tuning")
     cv.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning")
     cv.add_argument("--neuron", choices=["gn", "if", "both"], default="gn")

@@ -228,6 +228,7 @@ class RunConfig:
     threshold: float = 8.0
     batch_size: int = 128
     workers: Optional[int] = None
+    augment: str = "autoaugment"  # training augmentation (groupsnn.data.Augment); True's meaning for CIFAR
     amp: bool = True
     compile: Optional[bool] = None  # None: where it pays (COMPILE_MIN_STEPS)
     sync_bn: bool = False
@@ -316,7 +317,8 @@ def _check_resumable(saved: dict, run: RunConfig, path: Path) -> None:
         raise ValueError(f"--resume: {path} holds no training state ({', '.join(missing) or 'run'} missing: "
                          "an exported network?); resume from the checkpoint.pt that groupsnn train wrote")
     recorded, now = saved["meta"]["run"], asdict(run)
-    changed = [k for k in now if k not in _FREE_ON_RESUME and recorded.get(k) != now[k]]
+    defaults = asdict(RunConfig(model=run.model, data=run.data))  # for fields older checkpoints lack
+    changed = [k for k in now if k not in _FREE_ON_RESUME and recorded.get(k, defaults[k]) != now[k]]
     if changed:
         raise ValueError(f"--resume: {path} was made with different settings ({', '.join(changed)}); "
                          "use the same arguments, or another --out for a new run")
@@ -343,7 +345,7 @@ def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Op
             _check_resumable(saved, run, out / CHECKPOINT)
 
         torch.manual_seed(run.optim.seed)
-        splits = data.load(run.data, run.data_dir, augment=True)
+        splits = data.load(run.data, run.data_dir, augment=run.augment)
         kwargs = {**default_model_kwargs(run.model, splits.input_shape), **run.model_kwargs}
         model = models.create(run.model, num_classes=splits.num_classes, **kwargs)
         models.check_input_shape(model, splits.input_shape, f"model {run.model!r} on data set {run.data!r}")

@@ -4,14 +4,14 @@ Images stay in memory as one uint8 tensor; augmentation runs per item on tensors
 """
 import pickle
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from . import transforms as T
-from ._registry import Splits, register_dataset
+from ._registry import Augment, Splits, register_dataset
 
 # Statistics used by the QCFS reference code (Bu et al., 2022).
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
@@ -36,16 +36,26 @@ class TensorImageDataset(Dataset):
         return (image if self.transform is None else self.transform(image)), self.labels[i]
 
 
-def cifar_transform(mean: Sequence[float], std: Sequence[float], augment: bool) -> T.Compose:
-    """Test: normalise. Train: crop 32 (pad 4), flip, AutoAugment, normalise, Cutout 16 (QCFS recipe).
+# Training augmentations by name; ``augment=True`` means the QCFS recipe.
+AUGMENTATIONS = ("autoaugment", "crop-flip")
+
+
+def cifar_transform(mean: Sequence[float], std: Sequence[float], augment: Union[bool, str]) -> T.Compose:
+    """Test (``augment=False``): normalise. Train: crop 32 (pad 4) and flip, then for ``"autoaugment"``
+    (or ``True``, the QCFS recipe) AutoAugment before and Cutout 16 after normalising.
 
     Cutout comes after normalisation, as in the reference code, so the hole holds the mean colour.
     """
     normalize = [T.ToFloat(), T.Normalize(mean, std)]
     if not augment:
         return T.Compose(normalize)
-    return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.AutoAugment(),
-                      *normalize, T.Cutout(16)])
+    policy = "autoaugment" if augment is True else augment
+    if policy not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {policy!r}; choose one of {', '.join(AUGMENTATIONS)}")
+    crop_flip = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()]
+    if policy == "crop-flip":
+        return T.Compose(crop_flip + normalize)
+    return T.Compose([*crop_flip, T.AutoAugment(), *normalize, T.Cutout(16)])
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -76,7 +86,7 @@ def read_batches(files: Sequence[Path], label_key: str) -> tuple[Tensor, Tensor]
     return torch.cat(images), torch.cat(labels)
 
 
-def _load_cifar(data_dir: Optional[str], augment: bool, folder: str, train: list[str], test: list[str],
+def _load_cifar(data_dir: Optional[str], augment: Augment, folder: str, train: list[str], test: list[str],
                 label_key: str, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> Splits:
     root = Path(data_dir or ".") / folder
     missing = [name for name in train + test if not (root / name).is_file()]
@@ -92,14 +102,14 @@ def _load_cifar(data_dir: Optional[str], augment: bool, folder: str, train: list
 
 
 @register_dataset("cifar10")
-def load_cifar10(data_dir: Optional[str] = None, augment: bool = False) -> Splits:
+def load_cifar10(data_dir: Optional[str] = None, augment: Augment = False) -> Splits:
     """50,000 train and 10,000 test images from ``<data_dir>/cifar-10-batches-py``."""
     return _load_cifar(data_dir, augment, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
                        ["test_batch"], "labels", 10, CIFAR10_MEAN, CIFAR10_STD)
 
 
 @register_dataset("cifar100")
-def load_cifar100(data_dir: Optional[str] = None, augment: bool = False) -> Splits:
+def load_cifar100(data_dir: Optional[str] = None, augment: Augment = False) -> Splits:
     """50,000 train and 10,000 test images (fine labels) from ``<data_dir>/cifar-100-python``."""
     return _load_cifar(data_dir, augment, "cifar-100-python", ["train"], ["test"], "fine_labels", 100,
                        CIFAR100_MEAN, CIFAR100_STD)

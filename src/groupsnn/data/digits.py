@@ -4,14 +4,14 @@ from typing import Optional
 import torch
 from torch.utils.data import TensorDataset
 
-from ._registry import Splits, register_dataset
+from ._registry import Augment, Splits, register_dataset
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 
 
 @register_dataset("digits")
-def load_digits(data_dir: Optional[str] = None, augment: bool = False) -> Splits:
+def load_digits(data_dir: Optional[str] = None, augment: Augment = False) -> Splits:
     """1797 images 1x8x8 in [0, 1]; a fixed stratified 80/20 split (1437 train, 360 test).
 
     ``data_dir`` and ``augment`` are accepted for a uniform interface and ignored.

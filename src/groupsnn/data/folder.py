@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from . import transforms as T
 from ._cache import cached
-from ._registry import Splits, register_dataset
+from ._registry import Augment, Splits, register_dataset
 from .cifar import CIFAR10_MEAN, CIFAR10_STD, TensorImageDataset, cifar_transform
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
@@ -70,7 +70,7 @@ class ImageFolder(Dataset):
 
 
 @register_dataset("imagenet")
-def load_imagenet(data_dir: Optional[str] = None, augment: bool = False) -> Splits:
+def load_imagenet(data_dir: Optional[str] = None, augment: Augment = False) -> Splits:
     """ILSVRC-2012 from ``<data_dir>/train/<class>/*`` and ``<data_dir>/val/<class>/*`` at 224x224."""
     root = Path(data_dir or ".")
     if not ((root / "train").is_dir() and (root / "val").is_dir()):
@@ -142,7 +142,7 @@ def _find_split(root: Path, split: str) -> Optional[Path]:
 
 
 @register_dataset("cifar10-folder")
-def load_cifar10_folder(data_dir: Optional[str] = None, augment: bool = False) -> Splits:
+def load_cifar10_folder(data_dir: Optional[str] = None, augment: Augment = False) -> Splits:
     """CIFAR-10 as class folders of images: ``<data_dir>/{train,test}/<class>/*`` or ``{train,test}.tar.gz``."""
     root = Path(data_dir or ".")
     sources = [_find_split(root, split) for split in ("train", "test")]

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ._cache import cached
-from ._registry import Splits, register_dataset
+from ._registry import Augment, Splits, register_dataset
 
 
 def generate() -> dict:
@@ -31,7 +31,7 @@ def generate() -> dict:
 
 
 @register_dataset("mnist1d")
-def load_mnist1d(data_dir: Optional[str] = None, augment: bool = False) -> Splits:
+def load_mnist1d(data_dir: Optional[str] = None, augment: Augment = False) -> Splits:
     """4,000 train and 1,000 test signals [1, 40]; ``data_dir`` and ``augment`` are ignored."""
     data = cached("mnist1d", {"mnist1d": version("mnist1d")}, generate)
     return Splits(TensorDataset(*data["train"]), TensorDataset(*data["test"]), num_classes=10, input_shape=(1, 40))
