@@ -14,7 +14,7 @@ from PIL import Image
 from groupsnn import data
 from groupsnn.data import folder
 from groupsnn.data import transforms as T
-from groupsnn.data.cifar import CIFAR10_MEAN, CIFAR10_STD
+from groupsnn.data.cifar import CIFAR10_MEAN, CIFAR10_STD, cifar_transform
 
 REAL_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
@@ -64,6 +64,16 @@ def test_cifar10_augmentation_keeps_shape(cifar10_dir):
     train = data.load("cifar10", data_dir=str(cifar10_dir), augment=True).train
     x, _ = train[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+
+
+def test_cifar_augmentations_by_name():
+    crop_flip = cifar_transform(CIFAR10_MEAN, CIFAR10_STD, "crop-flip").transforms
+    qcfs = cifar_transform(CIFAR10_MEAN, CIFAR10_STD, True).transforms
+    assert [type(t) for t in crop_flip] == [T.RandomCrop, T.RandomHorizontalFlip, T.ToFloat, T.Normalize]
+    assert [type(t) for t in qcfs] == [type(t) for t in cifar_transform(CIFAR10_MEAN, CIFAR10_STD, "autoaugment").transforms]
+    assert any(isinstance(t, T.AutoAugment) for t in qcfs) and isinstance(qcfs[-1], T.Cutout)
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'; choose one of autoaugment, crop-flip"):
+        cifar_transform(CIFAR10_MEAN, CIFAR10_STD, "mixup")
 
 
 def test_cifar100_reads_fine_labels(tmp_path):
@@ -223,6 +233,13 @@ def test_class_balanced_subset_takes_the_first_of_each_class_in_order():
     assert subset.indices == [0, 1, 3, 4, 5, 6]
     with pytest.raises(ValueError, match="per_class <= 3"):
         data.class_balanced_subset(torch.utils.data.TensorDataset(torch.arange(10), labels), per_class=4)
+
+
+def test_fixed_order_is_a_seeded_permutation_of_all_samples():
+    dataset = torch.utils.data.TensorDataset(torch.arange(100))
+    order = data.fixed_order(dataset).indices
+    assert sorted(order) == list(range(100)) and order != list(range(100))
+    assert data.fixed_order(dataset).indices == order and data.fixed_order(dataset, seed=1).indices != order
 
 
 def test_class_balanced_subset_of_an_image_folder_reads_no_image(tmp_path, monkeypatch):

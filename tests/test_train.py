@@ -1,3 +1,4 @@
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,21 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     train(digits_run(epochs=1), tmp_path, progress=False)
     with pytest.raises(ValueError, match="different settings.*optim"):
         train(digits_run(epochs=2), tmp_path, resume=True, progress=False)
+
+
+def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(tmp_path):
+    path = train(digits_run(epochs=1), tmp_path, progress=False)
+    payload = load_checkpoint(path)
+    del payload["meta"]["run"]["augment"]  # as written before --augment existed
+    train_module._check_resumable(payload, digits_run(epochs=1), path)  # the default stands in for it
+    with pytest.raises(ValueError, match=r"different settings \(augment\)"):
+        train_module._check_resumable(payload, dataclasses.replace(digits_run(epochs=1), augment="crop-flip"), path)
+
+
+def test_compiling_pays_only_for_long_runs():
+    cpu = torch.device("cpu")
+    assert not train_module.compile_pays(train_module.COMPILE_MIN_STEPS - 1, cpu)
+    assert train_module.compile_pays(train_module.COMPILE_MIN_STEPS, cpu) == train_module.can_compile(cpu)
 
 
 def test_foreign_and_truncated_files_are_refused(tmp_path):

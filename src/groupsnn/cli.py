@@ -92,7 +92,7 @@ def _test_loader(meta: dict, args):
         raise ValueError(f"the checkpoint's model takes inputs of shape {meta['input_shape']} ({meta['data']}), "
                          f"data set {args.data!r} gives {list(splits.input_shape)}; pass the right --data")
     test = data.class_balanced_subset(splits.test, args.per_class) if args.per_class else splits.test
-    return data.make_loader(test, args.batch_size, train=False, workers=args.workers)
+    return data.make_loader(data.fixed_order(test), args.batch_size, train=False, workers=args.workers)
 
 
 def _source(args, meta: dict) -> dict:
@@ -154,8 +154,9 @@ def _cmd_convert(args) -> None:
     if skipped:
         raise ValueError(f"{args.from_relu}: {skipped[0]} has another shape than in {args.model!r} "
                          f"with {splits.num_classes} classes; pass the right --model and --data")
-    calibration = data.make_loader(splits.train, args.batch_size, train=False, workers=args.workers)
-    test = data.make_loader(splits.test, args.batch_size, train=False, workers=args.workers)
+    # shuffled (data sets stored class by class would otherwise calibrate on one class), not augmented
+    calibration = data.make_loader(splits.train, args.batch_size, train=True, workers=args.workers, seed=args.seed)
+    test = data.make_loader(data.fixed_order(splits.test), args.batch_size, train=False, workers=args.workers)
     ann = calibrate(relu, calibration, args.calibrate, per_channel=args.per_channel, levels=args.levels,
                     batches=args.calibration_batches, maxpool=args.maxpool, fuse_bn=args.fuse_bn)
     if args.finetune_epochs:
@@ -181,7 +182,7 @@ def _cmd_convert(args) -> None:
 
 def _finetune(ann, args, num_classes: int, model_kwargs: dict, input_shape: list, path: Path):
     """``ann`` (calibrated) trained ``--finetune-epochs`` epochs at ``--finetune-lr`` on the augmented
-    training split, saved to ``path`` as a checkpoint that evaluate, sweep and stats read."""
+    training split (the fast path of ``groupsnn train``), saved to ``path`` as a checkpoint that evaluate, sweep and stats read."""
     import torch
 
     from . import data
@@ -192,7 +193,7 @@ def _finetune(ann, args, num_classes: int, model_kwargs: dict, input_shape: list
     loader = data.make_loader(train, args.batch_size, train=True, workers=args.workers, seed=args.seed)
     cfg = TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, seed=args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ann = fit(ann, loader, cfg, device).eval()
+    ann = fit(ann, loader, cfg, device, amp=args.amp, compile=None).eval()
     meta = make_meta(args.model, num_classes, args.levels, args.data, args.seed, model_kwargs=model_kwargs,
                      input_shape=input_shape, finetune={"from_relu": str(args.from_relu), "epochs": cfg.epochs,
                                                         "lr": cfg.lr})
@@ -374,6 +375,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_augment_option(cv)
     cv.add_argument("--finetune-lr", type=_positive_float, default=0.01, help="learning rate of the fine-tuning")
     cv.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning")
+    cv.add_argument("--no-amp", dest="amp", action="store_false",
+                    help="fine-tune in float32 (default: bf16/fp16 autocast where the hardware has it)")
     cv.add_argument("--neuron", choices=["gn", "if", "both"], default="gn")
     cv.add_argument("--tau", type=_int_list, default=[8], help="Group Neuron sizes, e.g. 4,8,16")
     cv.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])

@@ -92,6 +92,18 @@ def can_compile(device: torch.device) -> bool:
     return device.type == "cuda" or any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
+# `groupsnn train` compiles runs of at least this many steps: compiling ResNet-20 took up to ~60 s on
+# 2 CPU threads and saved ~0.1 s per step of 128 images (benchmarks/train_speed.py), so it pays after
+# about 600 steps; the margin covers smaller networks, which save less per step
+COMPILE_MIN_STEPS = 2000
+
+
+def compile_pays(steps: int, device: torch.device) -> bool:
+    """Whether to compile a run of ``steps`` training steps: long enough (``COMPILE_MIN_STEPS``) and
+    a compiler is there."""
+    return steps >= COMPILE_MIN_STEPS and can_compile(device)
+
+
 class Trainer:
     """Trains ``model`` (optionally DDP-wrapped) on ``loader`` for ``cfg.epochs`` epochs.
 
@@ -210,10 +222,14 @@ class Trainer:
 
 
 def fit(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device,
-        test_loader: Optional[DataLoader] = None, progress: bool = True) -> nn.Module:
-    """Train ``model`` in memory for ``cfg.epochs`` epochs (no checkpoints); returns it."""
+        test_loader: Optional[DataLoader] = None, progress: bool = True, amp: bool = False,
+        compile: Optional[bool] = False) -> nn.Module:
+    """Train ``model`` in memory for ``cfg.epochs`` epochs (no checkpoints); returns it. ``amp`` and
+    ``compile`` as ``Trainer``'s; ``compile=None`` compiles where it pays (``compile_pays``)."""
     torch.manual_seed(cfg.seed)
-    return Trainer(model.to(device), loader, cfg, device).fit(test_loader, progress)
+    if compile is None:
+        compile = compile_pays(cfg.epochs * len(loader), device)
+    return Trainer(model.to(device), loader, cfg, device, amp=amp, compile=compile).fit(test_loader, progress)
 
 
 # ---------------------------------------------------------------- the `groupsnn train` command
@@ -239,10 +255,6 @@ class RunConfig:
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
-# `groupsnn train` compiles runs of at least this many steps: compiling ResNet-20 took up to ~60 s on
-# 2 CPU threads and saved ~0.1 s per step of 128 images (benchmarks/train_speed.py), so it pays after
-# about 600 steps; the margin covers smaller networks, which save less per step
-COMPILE_MIN_STEPS = 2000
 # settings that may differ between a run and its resumption (where the data is, how it is loaded)
 _FREE_ON_RESUME = {"data_dir", "workers"}
 
@@ -370,7 +382,7 @@ def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Op
         test_loader = data.make_loader(splits.test, run.batch_size, train=False, workers=run.workers) \
             if rank == 0 else None
         compile_model = run.compile if run.compile is not None else \
-            run.optim.epochs * len(loader) >= COMPILE_MIN_STEPS and can_compile(device)
+            compile_pays(run.optim.epochs * len(loader), device)
         trainer = Trainer(wrapped, loader, run.optim, device, amp=run.amp, compile=compile_model)
         if rank == 0 and progress:
             print(f"training path: {trainer.describe()}", file=sys.stderr)

@@ -32,3 +32,9 @@ def class_balanced_subset(dataset: Dataset, per_class: int) -> Subset:
         members = labels == c
         rank_in_class[members] = torch.arange(int(members.sum()))
     return Subset(dataset, torch.nonzero(rank_in_class < per_class).flatten().tolist())
+
+
+def fixed_order(dataset: Dataset, seed: int = 0) -> Subset:
+    """All of ``dataset`` in one random order fixed by ``seed``, so that its first batches (the ones
+    ``stats`` and ``sweep``'s energy columns count) mix the classes of a data set stored class by class."""
+    return Subset(dataset, torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist())
