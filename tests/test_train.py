@@ -102,6 +102,14 @@ def test_resume_accepts_a_checkpoint_from_before_a_setting_existed(tmp_path):
         train_module._check_resumable(payload, dataclasses.replace(digits_run(epochs=1), augment="crop-flip"), path)
 
 
+def test_mixed_precision_is_the_default_only_where_it_pays():
+    cpu = torch.device("cpu")
+    has_bf16 = train_module.autocast_dtype(cpu) is not None
+    assert train_module.amp_pays(gs.models.create("resnet20"), (3, 32, 32), cpu) == has_bf16
+    assert not train_module.amp_pays(gs.models.create("digits_cnn", num_classes=10), (1, 8, 8), cpu)
+    assert not train_module.amp_pays(gs.models.create("mnist1d_cnn", num_classes=10), (1, 40), cpu)
+
+
 def test_compiling_pays_only_for_long_runs():
     cpu = torch.device("cpu")
     assert not train_module.compile_pays(train_module.COMPILE_MIN_STEPS - 1, cpu)

@@ -187,13 +187,14 @@ def _finetune(ann, args, num_classes: int, model_kwargs: dict, input_shape: list
 
     from . import data
     from .checkpoint import make_meta, save_checkpoint
-    from .train import TrainConfig, fit
+    from .train import TrainConfig, amp_pays, fit
 
     train = data.load(args.data, args.data_dir, augment=args.augment).train
     loader = data.make_loader(train, args.batch_size, train=True, workers=args.workers, seed=args.seed)
     cfg = TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, seed=args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ann = fit(ann, loader, cfg, device, amp=args.amp, compile=None).eval()
+    amp = args.amp if args.amp is not None else amp_pays(ann, tuple(input_shape), device)
+    ann = fit(ann, loader, cfg, device, amp=amp, compile=None).eval()
     meta = make_meta(args.model, num_classes, args.levels, args.data, args.seed, model_kwargs=model_kwargs,
                      input_shape=input_shape, finetune={"from_relu": str(args.from_relu), "epochs": cfg.epochs,
                                                         "lr": cfg.lr})
@@ -318,8 +319,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--warmup-epochs", type=float, default=0.0)
     train.add_argument("--label-smoothing", type=float, default=0.0)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--no-amp", dest="amp", action="store_false",
-                       help="full precision (default: bf16 autocast + channels-last on CPUs with bf16 units, fp16 on CUDA)")
+    train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                       help="mixed precision: bf16 autocast + channels-last on CPUs with bf16 units, fp16 on CUDA "
+                            "(default: where it pays: on CUDA, and for 2-D conv nets on images of 32x32 or more)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="run the model under torch.compile (default: for runs of at least 2000 steps)")
     train.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP")
@@ -375,8 +377,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_augment_option(cv)
     cv.add_argument("--finetune-lr", type=_positive_float, default=0.01, help="learning rate of the fine-tuning")
     cv.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning")
-    cv.add_argument("--no-amp", dest="amp", action="store_false",
-                    help="fine-tune in float32 (default: bf16/fp16 autocast where the hardware has it)")
+    cv.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                    help="fine-tune in mixed precision (default: where it pays, as groupsnn train)")
     cv.add_argument("--neuron", choices=["gn", "if", "both"], default="gn")
     cv.add_argument("--tau", type=_int_list, default=[8], help="Group Neuron sizes, e.g. 4,8,16")
     cv.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
