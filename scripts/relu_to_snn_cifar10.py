@@ -51,8 +51,10 @@ def main() -> None:
     parser.add_argument("--relu", default="cifar10-relu",
                         help="pretrained tag of resnet20 (default: the shipped ReLU twin) or a state_dict/checkpoint file")
     parser.add_argument("--out", type=Path, default=ROOT / "results/cifar10_relu_stages")
-    parser.add_argument("--finetune-epochs", type=lambda s: [int(x) for x in s.split(",")], default=[1, 3])
+    parser.add_argument("--finetune-epochs", type=lambda s: [int(x) for x in s.split(",") if x], default=[1, 3],
+                        help="fine-tuning runs, e.g. 1,3 (empty: none)")
     parser.add_argument("--finetune-lr", type=float, default=0.01)
+    parser.add_argument("--per-channel", action="store_true", help="calibrate one threshold per channel")
     parser.add_argument("--correct-batches", type=int, default=10)
     parser.add_argument("--energy-batches", type=int, default=4)
     parser.add_argument("--per-class", type=int, help="test on this many images per class (default: all)")
@@ -78,6 +80,7 @@ def main() -> None:
     started = time.time()
     relu = relu_net()
     results = {"relu_ann_accuracy": round(evaluate(relu, test, [1])[1], 4), "relu": args.relu,
+               "per_channel": args.per_channel, "correct_batches": args.correct_batches,
                "test_images": len(test_set), "energy_samples": sum(len(x) for x, _ in energy_data),
                "taus": list(TAUS), "timesteps": list(TIMESTEPS), "stages": {}}
     print(f"ReLU ANN: {results['relu_ann_accuracy']:.2f} %", flush=True)
@@ -90,7 +93,7 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     clock = time.time()
-    calibrated = gs.calibrate(relu_net(), calibration, percentile=99.9)
+    calibrated = gs.calibrate(relu_net(), calibration, percentile=99.9, per_channel=args.per_channel)
     swept = sweep(calibrated, test, TAUS, TIMESTEPS, progress=True, energy_batches=args.energy_batches)
     results["ann_energy_uj"] = swept["ann_energy_uj"]
     record("calibrated", swept["snn"], swept["ann_accuracy"], time.time() - clock)
@@ -101,7 +104,7 @@ def main() -> None:
 
     for epochs in args.finetune_epochs:
         clock = time.time()
-        ann = gs.calibrate(relu_net(), calibration, percentile=99.9, levels=8)
+        ann = gs.calibrate(relu_net(), calibration, percentile=99.9, per_channel=args.per_channel, levels=8)
         cfg = TrainConfig(epochs=epochs, lr=args.finetune_lr, seed=args.seed)
         ann = fit(ann, augmented, cfg, torch.device("cpu"), amp=True, compile=True).eval()  # cached after the first
         swept = sweep(ann, test, TAUS, TIMESTEPS, progress=True, energy_batches=args.energy_batches)
