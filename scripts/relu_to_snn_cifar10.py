@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--correct-batches", type=int, default=10)
     parser.add_argument("--energy-batches", type=int, default=4)
     parser.add_argument("--per-class", type=int, help="test on this many images per class (default: all)")
+    parser.add_argument("--compare-fp32", action="store_true",
+                        help="also fine-tune the last stage again on the fast path and in fp32, and compare")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -102,14 +104,27 @@ def main() -> None:
     rows = corrected_rows(calibrated, calibration, test, energy_data, args.correct_batches)
     record("calibrated + corrected", rows, swept["ann_accuracy"], time.time() - clock)
 
-    for epochs in args.finetune_epochs:
-        clock = time.time()
+    def finetuned(epochs: int, fast: bool):
         ann = gs.calibrate(relu_net(), calibration, percentile=99.9, per_channel=args.per_channel, levels=8)
         cfg = TrainConfig(epochs=epochs, lr=args.finetune_lr, seed=args.seed)
-        ann = fit(ann, augmented, cfg, torch.device("cpu"), amp=True, compile=True).eval()  # cached after the first
+        clock = time.time()
+        ann = fit(ann, augmented, cfg, torch.device("cpu"), amp=fast, compile=fast).eval()
+        return ann, time.time() - clock
+
+    for epochs in args.finetune_epochs:
+        clock = time.time()
+        ann, train_seconds = finetuned(epochs, fast=True)
         swept = sweep(ann, test, TAUS, TIMESTEPS, progress=True, energy_batches=args.energy_batches)
         record(f"fine-tuned {epochs} epoch{'s' * (epochs > 1)}", swept["snn"], swept["ann_accuracy"],
                time.time() - clock)
+
+    if args.compare_fp32 and args.finetune_epochs:  # is bf16 + compile as accurate as fp32? (same seed)
+        epochs, check = args.finetune_epochs[-1], {}
+        for path, (net, seconds) in (("bf16 + compile", (ann, train_seconds)),
+                                     ("fp32 eager", finetuned(epochs, fast=False))):
+            check[path] = {"train_seconds": round(seconds, 1), **sweep(net, test, (4, 8), (1, 2), energy_batches=0)}
+            print(f"{path}: {check[path]}", flush=True)
+        results["fp32_vs_fast"] = {"epochs": epochs, **check}
 
     results["seconds"] = round(time.time() - started, 1)
     write_json(args.out / "stages.json", results)
