@@ -1,4 +1,6 @@
 """Training-free correction of a converted SNN: gs.correct."""
+import importlib
+
 import pytest
 import torch
 import torch.nn as nn
@@ -6,6 +8,8 @@ import torch.nn as nn
 import groupsnn as gs
 from groupsnn.neurons import RateMaxPool, SpikingNeuron
 from groupsnn.stats import layer_stats
+
+correct_module = importlib.import_module("groupsnn.correct")  # gs.correct is the function
 
 
 def small_cnn():
@@ -61,6 +65,18 @@ def test_correct_works_on_a_residual_graph_module():
     gs.correct(snn, ann, data, timesteps=1, batches=2)
     after = layer_stats(snn, data, 1, ann)
     assert sum(mean_gaps(after)) < 0.5 * sum(mean_gaps(before))
+
+
+def test_cutting_the_network_after_each_layer_changes_no_correction(monkeypatch):
+    torch.manual_seed(2)
+    data = batches(n=2, size=8, shape=(3, 32, 32))
+    ann = gs.calibrate(gs.models.create("resnet20", num_classes=10).eval(), data, percentile=99.9)
+    cut, whole = gs.convert(ann, "gn", tau=2), gs.convert(ann, "gn", tau=2)
+    gs.correct(cut, ann, data, timesteps=2, batches=2)
+    monkeypatch.setattr(correct_module, "_up_to", lambda model, name: model)
+    gs.correct(whole, ann, data, timesteps=2, batches=2)
+    shifts = [(a.v_init, b.v_init) for a, b in zip(cut.modules(), whole.modules()) if isinstance(a, SpikingNeuron)]
+    assert len(shifts) == 19 and all(a is not None and torch.equal(a, b) for a, b in shifts)
 
 
 def test_correct_on_a_qcfs_trained_network(digits_ann):

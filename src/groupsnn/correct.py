@@ -16,7 +16,9 @@ from typing import Iterable
 
 import torch
 import torch.nn as nn
+from torch import fx
 
+from .convert import trace
 from .neurons import SpikingNeuron
 from .qcfs import QCFS
 from .runtime import model_device
@@ -67,6 +69,25 @@ def _per_channel_means(model: nn.Module, modules: dict[str, nn.Module], run) -> 
     return {name: s / counts[name] for name, s in sums.items()}
 
 
+def _up_to(model: nn.Module, name: str) -> nn.Module:
+    """``model`` cut after its module ``name``, returning that module's output (the layers after it
+    do not change it, and correcting it need not run them), sharing ``model``'s modules; ``model``
+    itself where it cannot be traced."""
+    try:
+        graph = trace(model)
+    except Exception:  # noqa: BLE001  (StepRunner warns about untraceable models)
+        return model
+    nodes = list(graph.nodes)
+    cut = next((i for i, n in enumerate(nodes) if n.op == "call_module" and n.target == name), None)
+    if cut is None:  # called through an alias or from inside a leaf: keep the whole model
+        return model
+    output = nodes[-1]
+    output.args = (nodes[cut],)
+    for node in reversed(nodes[cut + 1:-1]):
+        graph.erase_node(node)
+    return fx.GraphModule(model, graph)
+
+
 @torch.no_grad()
 def correct(snn: nn.Module, ann: nn.Module, loader: Iterable, timesteps: int, batches: int = 10) -> nn.Module:
     """Correct ``snn`` in place, without training, for ``timesteps`` steps; returns ``snn``.
@@ -97,15 +118,16 @@ def correct(snn: nn.Module, ann: nn.Module, loader: Iterable, timesteps: int, ba
             ann(x)
 
     targets = _per_channel_means(ann, {n: qcfs for n, (_, qcfs) in layers.items()}, run_ann)
-    runner = StepRunner(snn, fold=False)
-
-    def run_snn():
-        for x in inputs:
-            for _ in runner.steps(x, timesteps):
-                pass
 
     for name in targets:  # the order the layers ran in
         neuron = layers[name][0]
+        runner = StepRunner(_up_to(snn, name), fold=False)
+
+        def run_snn():
+            for x in inputs:
+                for _ in runner.steps(x, timesteps):
+                    pass
+
         error = targets[name] - _per_channel_means(snn, {name: neuron}, run_snn)[name]
         if not error.any():
             continue
