@@ -8,7 +8,8 @@
 Each stage converts to IF and GN τ = 4, 8, 16 and measures accuracy on all 10,000 test images and the
 synaptic operations and energy per image (``stats`` accounting, on the first ``--energy-batches``
 test batches of a fixed random order) at T = 1, 2, 4. Writes ``stages.json``, ``stages.csv``,
-``README.md`` (the table) and an ``accuracy_vs_energy_<stage>.png`` per stage::
+``README.md`` (the table) and an ``accuracy_vs_energy_<stage>.png`` per stage. ``--compare-fp32``
+also trains the last fine-tuning in fp32 eager, to check that the fast path costs no accuracy::
 
     python scripts/relu_to_snn_cifar10.py --data-dir ../shared/data/cifar10
 """
@@ -59,7 +60,7 @@ def main() -> None:
     parser.add_argument("--energy-batches", type=int, default=4)
     parser.add_argument("--per-class", type=int, help="test on this many images per class (default: all)")
     parser.add_argument("--compare-fp32", action="store_true",
-                        help="also fine-tune the last stage again on the fast path and in fp32, and compare")
+                        help="fine-tune the last stage again in fp32 eager and compare it with the fast path (bf16 + compile)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
