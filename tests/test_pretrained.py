@@ -1,4 +1,5 @@
-"""The shipped CIFAR-10 ResNet-20: checksum, registry entry, and its recorded accuracy on real images."""
+"""The shipped CIFAR-10 ResNet-20s (QCFS and a plain ReLU twin): checksums, registry entries, and the
+QCFS network's recorded accuracy on real images."""
 import dataclasses
 import hashlib
 import json
@@ -29,6 +30,15 @@ def test_the_shipped_weights_load_as_a_qcfs_resnet20():
     assert (REPO / "src/groupsnn/models/weights" / weights.file).stat().st_size <= 2 * 2**20
 
 
+def test_the_relu_twin_loads_as_a_plain_relu_resnet20_ready_to_calibrate():
+    relu = gs.models.create("resnet20", pretrained="cifar10-relu")
+    assert not any(isinstance(m, QCFS) for m in relu.modules()) and not relu.training
+    weights = pretrained.PRETRAINED[("resnet20", "cifar10-relu")]
+    assert (REPO / "src/groupsnn/models/weights" / weights.file).stat().st_size <= 1_200_000
+    qcfs = gs.calibrate(relu, [torch.randn(8, 3, 32, 32)], levels=8)
+    assert sum(isinstance(m, QCFS) for m in qcfs.modules()) == 19
+
+
 def test_weights_that_fail_their_checksum_are_refused(monkeypatch):
     key = ("resnet20", "cifar10")
     monkeypatch.setitem(pretrained.PRETRAINED, key, dataclasses.replace(pretrained.PRETRAINED[key], sha256="0" * 64))
@@ -37,7 +47,7 @@ def test_weights_that_fail_their_checksum_are_refused(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"pretrained": "imagenet"}, "no pretrained weights 'imagenet' for model 'resnet20'; shipped: resnet20/cifar10"),
+    ({"pretrained": "imagenet"}, "no pretrained weights 'imagenet' for model 'resnet20'; shipped: resnet20/cifar10, resnet20/cifar10-relu"),
     ({"pretrained": "cifar10", "num_classes": 100}, "has 10 classes, not num_classes=100"),
     ({"pretrained": "cifar10", "stem": "imagenet"}, "fixes the architecture; drop stem"),
 ])

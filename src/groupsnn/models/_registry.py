@@ -51,8 +51,9 @@ def factory_parameters(name: str) -> set[str]:
 
 def create(name: str, num_classes: Optional[int] = None, pretrained: Optional[str] = None, **kwargs) -> nn.Module:
     """Build the registered model ``name``: a plain ReLU network (10 classes unless ``num_classes``;
-    pass it to ``groupsnn.prepare``), or with ``pretrained="cifar10"`` etc. the shipped trained QCFS
-    network in eval mode (see ``list_pretrained()``)."""
+    pass it to ``groupsnn.prepare``), or with ``pretrained="cifar10"`` etc. a shipped trained network
+    in eval mode: QCFS, ready for ``convert``, or a ReLU twin such as ``"cifar10-relu"`` (see
+    ``list_pretrained()``)."""
     if pretrained is not None:
         _factory(name)  # an unknown model is named as such, not as a missing set of weights
         load = _PRETRAINED.get((name, pretrained))

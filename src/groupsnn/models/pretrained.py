@@ -1,6 +1,7 @@
 """Pretrained weights shipped inside the package, each checked against its sha256 on load.
 
-``create("resnet20", pretrained="cifar10")`` returns the trained QCFS ANN, ready for ``convert``.
+``create("resnet20", pretrained="cifar10")`` returns the trained QCFS ANN, ready for ``convert``;
+``pretrained="cifar10-relu"`` a plain ReLU ResNet-20, for ``calibrate``, ``correct`` and fine-tuning.
 This module imports the checkpoint reader, which imports the model registry, so the package
 ``groupsnn`` imports it (and so registers the weights), not ``groupsnn.models``.
 """
@@ -31,6 +32,14 @@ PRETRAINED: dict[tuple[str, str], PretrainedWeights] = {
                 "--levels 8 --epochs 40 --lr 0.1 --batch-size 128 --out runs/cifar10_resnet20_e40/train && "
                 "groupsnn export runs/cifar10_resnet20_e40/train/checkpoint.pt "
                 "--out src/groupsnn/models/weights/resnet20_cifar10_qcfs_l8.pt",
+    ),
+    ("resnet20", "cifar10-relu"): PretrainedWeights(
+        file="resnet20_cifar10_relu.pt",
+        sha256="f86736b17a6ff861821ec6813b598601015d700d1002b661e26e3f344a8e5ef8",
+        command="groupsnn train --model resnet20 --data cifar10-folder --data-dir ../shared/data/cifar10 "
+                "--activation relu --augment crop-flip --epochs 80 --seed 0 --out runs/cifar10_resnet20_relu_e80/relu && "
+                "groupsnn export runs/cifar10_resnet20_relu_e80/relu/checkpoint.pt "
+                "--out src/groupsnn/models/weights/resnet20_cifar10_relu.pt",
     ),
 }
 
