@@ -130,7 +130,7 @@ def main() -> None:
     results["seconds"] = round(time.time() - started, 1)
     write_json(args.out / "stages.json", results)
     flat = [{"stage": stage, **row} for stage, s in results["stages"].items() for row in s["rows"]]
-    write_csv(args.out / "stages.csv", flat, fields=["stage"] + FIELDS + ENERGY_FIELDS)
+    write_csv(args.out / "stages.csv", flat, fields=["stage", *FIELDS, *ENERGY_FIELDS])
     write_text(args.out / "README.md", _readme(results))
     for stage, s in results["stages"].items():
         plot_accuracy_vs_energy({"snn": s["rows"], "ann": "ReLU ANN", "ann_accuracy": results["relu_ann_accuracy"],
