@@ -73,9 +73,8 @@ def _cmd_train(args) -> None:
         raise ValueError("--levels sets the QCFS levels; --activation relu trains a plain ReLU network without them")
     levels = None if args.activation == "relu" else args.levels or 8
     run = RunConfig(model=args.model, data=args.data, data_dir=args.data_dir, levels=levels,
-                    threshold=args.threshold, batch_size=args.batch_size, workers=args.workers, augment=args.augment,
-                    amp=args.amp,
-                    compile=args.compile, sync_bn=args.sync_bn, optim=optim)
+                    threshold=args.threshold, batch_size=args.batch_size, workers=args.workers,
+                    augment=args.augment, amp=args.amp, compile=args.compile, sync_bn=args.sync_bn, optim=optim)
     path = train(run, args.out, resume=args.resume, init_from=args.init_from, overwrite=args.overwrite)
     print(f"wrote {path}")
 
@@ -182,7 +181,8 @@ def _cmd_convert(args) -> None:
 
 def _finetune(ann, args, num_classes: int, model_kwargs: dict, input_shape: list, path: Path):
     """``ann`` (calibrated) trained ``--finetune-epochs`` epochs at ``--finetune-lr`` on the augmented
-    training split (the fast path of ``groupsnn train``), saved to ``path`` as a checkpoint that evaluate, sweep and stats read."""
+    training split, on ``groupsnn train``'s fast path where it pays, saved to ``path`` as a checkpoint
+    that evaluate, sweep and stats read."""
     import torch
 
     from . import data
