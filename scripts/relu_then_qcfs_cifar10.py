@@ -16,16 +16,12 @@ finished, as is a finished fine-tuning, so the script can be run again after an 
 import argparse
 import json
 import os
-import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from groupsnn._io import write_json, write_text
 from groupsnn.checkpoint import load_checkpoint
-from groupsnn.cli import main as groupsnn
 from groupsnn.report import format_table, write_csv
+from reproduce_cifar10_resnet20 import _short, run_step  # the same pipeline steps (scripts/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = "runs/cifar10_resnet20_relu_e80/resnet20_cifar10_qcfs_l8_finetuned.pt"  # not shipped
@@ -53,25 +49,6 @@ def commands(data_dir: str, epochs: int, finetune_epochs: int, run: str, out: st
         "subset": ["evaluate", WEIGHTS, *data, "--per-class", str(SUBSET_PER_CLASS), "--tau", "4",
                    "--timesteps", "1,2,4", "--out", f"{out}/subset", "--overwrite"],
     }
-
-
-def git_revision() -> str:
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
-    return rev + ("-dirty" if dirty else "")
-
-
-def run_step(name: str, argv: list[str], timings: dict, timings_file: Path) -> None:
-    print(f"== {name}: groupsnn {shlex.join(argv)}", flush=True)
-    started = time.time()
-    if groupsnn(argv) != 0:
-        sys.exit(f"step {name!r} failed; fix it and run this script again (finished steps are kept)")
-    earlier = timings.get(name, {}).get("seconds", 0) if "--resume" in argv else 0
-    timings[name] = {"command": f"groupsnn {shlex.join(a for a in argv if a != '--resume')}",
-                     "seconds": round(earlier + time.time() - started, 1),
-                     "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_revision": git_revision()}
-    write_json(timings_file, timings)
 
 
 def main() -> None:
@@ -126,10 +103,6 @@ def main() -> None:
     write_csv(out / "results.csv", results["snn"])
     write_text(out / "README.md", _readme(results))
     print(format_table(results))
-
-
-def _short(revision: str) -> str:
-    return revision[:12] + ("-dirty" if revision.endswith("-dirty") else "")
 
 
 def _readme(results: dict) -> str:
