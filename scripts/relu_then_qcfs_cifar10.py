@@ -18,15 +18,14 @@ import json
 import os
 from pathlib import Path
 
-from groupsnn._io import write_json, write_text
 from groupsnn.checkpoint import load_checkpoint
-from groupsnn.report import format_table, write_csv
-from reproduce_cifar10_resnet20 import _short, run_step  # the same pipeline steps (scripts/ is on sys.path)
+from groupsnn.report import format_table
+# the same pipeline steps and report (scripts/ is on sys.path)
+from reproduce_cifar10_resnet20 import evaluation_commands, run_step, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = "runs/cifar10_resnet20_relu_e80/resnet20_cifar10_qcfs_l8_finetuned.pt"  # not shipped
 RELU_WEIGHTS = "src/groupsnn/models/weights/resnet20_cifar10_relu.pt"
-SUBSET_PER_CLASS = 100
 FINETUNE_LR = 0.01
 
 
@@ -42,12 +41,7 @@ def commands(data_dir: str, epochs: int, finetune_epochs: int, run: str, out: st
                      str(FINETUNE_LR), "--seed", "0", "--neuron", "gn", "--tau", "4", "--timesteps", "2",
                      "--out", f"{run}/qcfs", "--overwrite"],
         "export": ["export", f"{run}/qcfs/checkpoint.pt", "--out", WEIGHTS, "--overwrite"],
-        "sweep": ["sweep", WEIGHTS, *data, "--taus", "2,4,8", "--timesteps", "1,2,4,8,16,32", "--out", out,
-                  "--overwrite"],
-        "stats": ["stats", WEIGHTS, *data, "--tau", "4", "--timesteps", "4", "--batches", "8", "--out", out,
-                  "--overwrite"],
-        "subset": ["evaluate", WEIGHTS, *data, "--per-class", str(SUBSET_PER_CLASS), "--tau", "4",
-                   "--timesteps", "1,2,4", "--out", f"{out}/subset", "--overwrite"],
+        **evaluation_commands(WEIGHTS, data_dir, out),
     }
 
 
@@ -87,41 +81,9 @@ def main() -> None:
     for name in ("sweep", "stats", "subset"):
         run_step(name, steps[name], timings, timings_file)
 
-    sweep = json.loads((out / "sweep.json").read_text())
-    subset = json.loads((out / "subset" / "evaluate_gn_tau4.json").read_text())
-    results = {
-        "ann_accuracy": sweep["ann_accuracy"], "levels": sweep["levels"], "snn": sweep["snn"],
-        "ann_energy_uj": sweep["ann_energy_uj"], "energy_samples": sweep["energy_samples"],
-        "dataset": "cifar10", "model": "resnet20", "seed": 0,
-        "seconds": round(sum(t["seconds"] for t in timings.values()), 1),
-        "training": training,
-        "subset": {"per_class": SUBSET_PER_CLASS, "images": SUBSET_PER_CLASS * 10,
-                   "ann_accuracy": subset["ann_accuracy"], "snn": subset["snn"]},
-        "steps": timings,
-    }
-    write_json(out / "results.json", results)
-    write_csv(out / "results.csv", results["snn"])
-    write_text(out / "README.md", _readme(results))
-    print(format_table(results))
-
-
-def _readme(results: dict) -> str:
-    lines = ["# QCFS ResNet-20 (L=8) on real CIFAR-10: IF vs Group Neurons",
-             "", "A plain ReLU ResNet-20 trained {relu_epochs} epochs (crop and flip), calibrated to QCFS with "
-             "L = 8 and fine-tuned {finetune_epochs} epochs at lr {finetune_lr}.".format(**results["training"]),
-             "", "Made by `python scripts/reproduce_cifar10_resnet20.py`, which ran these commands:", ""]
-    for name, step in results["steps"].items():
-        lines.append(f"- {name} ({step['seconds'] / 60:.1f} min, finished {step['finished']}, "
-                     f"git {_short(step['git_revision'])}): `{step['command']}`")
-    lines += ["", f"Test accuracy (10,000 images): ANN {results['ann_accuracy']:.2f} %.", "",
-              "```", format_table(results), "```", "",
-              f"Class-balanced subset ({results['subset']['images']} images, the first "
-              f"{results['subset']['per_class']} of each class; checked by tests/test_pretrained.py): "
-              f"ANN {results['subset']['ann_accuracy']:.2f} %, "
-              + ", ".join(f"GN τ=4 T={r['timesteps']} {r['accuracy']:.2f} %" for r in results["subset"]["snn"]) + ".",
-              "", "Plots: `accuracy_vs_T.png`, `effect_of_tau.png`, `firing_rates.png`; firing rates and "
-              "energy in `stats.json`; accuracy against energy per image in `accuracy_vs_energy.png`.", ""]
-    return "\n".join(lines)
+    intro = ["A plain ReLU ResNet-20 trained {relu_epochs} epochs (crop and flip), calibrated to QCFS with L = 8 "
+             "and fine-tuned {finetune_epochs} epochs at lr {finetune_lr}.".format(**training), ""]
+    print(format_table(write_report(out, timings, Path(__file__).name, intro, training=training)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ parts add up) and is skipped once finished, so the script can be run again after
     python scripts/reproduce_cifar10_resnet20.py --data-dir ../shared/data/cifar10
 
 ``--reevaluate`` keeps the shipped weights and the recorded train and export steps, and runs the
-evaluation steps again (after a change to how networks are simulated, say).
+evaluation steps again (after a change to how networks are simulated, say); ``--report`` only
+rewrites the three gathered files from the recorded outputs.
 """
 import argparse
 import json
@@ -24,7 +25,7 @@ from pathlib import Path
 from groupsnn._io import write_json, write_text
 from groupsnn.checkpoint import load_checkpoint
 from groupsnn.cli import main as groupsnn
-from groupsnn.report import format_table, write_csv
+from groupsnn.report import ENERGY_FIELDS, FIELDS, format_table, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = "src/groupsnn/models/weights/resnet20_cifar10_qcfs_l8.pt"
@@ -32,16 +33,23 @@ SUBSET_PER_CLASS = 100
 
 
 def commands(data_dir: str, epochs: int, run: str, out: str) -> dict[str, list[str]]:
-    data = ["--data-dir", data_dir]
     return {
-        "train": ["train", "--model", "resnet20", "--data", "cifar10-folder", *data, "--levels", "8",
+        "train": ["train", "--model", "resnet20", "--data", "cifar10-folder", "--data-dir", data_dir, "--levels", "8",
                   "--epochs", str(epochs), "--lr", "0.1", "--batch-size", "128", "--out", run],
         "export": ["export", f"{run}/checkpoint.pt", "--out", WEIGHTS, "--overwrite"],
-        "sweep": ["sweep", WEIGHTS, *data, "--taus", "2,4,8", "--timesteps", "1,2,4,8,16,32", "--out", out,
+        **evaluation_commands(WEIGHTS, data_dir, out),
+    }
+
+
+def evaluation_commands(weights: str, data_dir: str, out: str) -> dict[str, list[str]]:
+    """Sweep (accuracy and energy), stats and the class-balanced subset of a QCFS weights file."""
+    data = ["--data-dir", data_dir]
+    return {
+        "sweep": ["sweep", weights, *data, "--taus", "2,4,8", "--timesteps", "1,2,4,8,16,32", "--out", out,
                   "--overwrite"],
-        "stats": ["stats", WEIGHTS, *data, "--tau", "4", "--timesteps", "4", "--batches", "8", "--out", out,
+        "stats": ["stats", weights, *data, "--tau", "4", "--timesteps", "4", "--batches", "8", "--out", out,
                   "--overwrite"],
-        "subset": ["evaluate", WEIGHTS, *data, "--per-class", str(SUBSET_PER_CLASS), "--tau", "4",
+        "subset": ["evaluate", weights, *data, "--per-class", str(SUBSET_PER_CLASS), "--tau", "4",
                    "--timesteps", "1,2,4", "--out", f"{out}/subset", "--overwrite"],
     }
 
@@ -73,6 +81,8 @@ def main() -> None:
     parser.add_argument("--out", default="results/cifar10_resnet20")
     parser.add_argument("--reevaluate", action="store_true",
                         help="evaluate the shipped weights again; keep the recorded training")
+    parser.add_argument("--report", action="store_true",
+                        help="only rewrite results.json, results.csv and README.md from the recorded outputs")
     args = parser.parse_args()
     args.run = args.run or f"runs/cifar10_resnet20_e{args.epochs}/train"
     os.chdir(ROOT)
@@ -82,43 +92,50 @@ def main() -> None:
     timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
     steps = commands(args.data_dir, args.epochs, args.run, args.out)
     ckpt = Path(args.run) / "checkpoint.pt"
-    if args.reevaluate:
+    if args.reevaluate or args.report:
         recorded = json.loads((out / "results.json").read_text())
-        epochs, final_train_accuracy = recorded["epochs"], recorded["final_train_accuracy"]
+        training = {key: recorded[key] for key in ("epochs", "final_train_accuracy")}
     else:
         if not (ckpt.exists() and load_checkpoint(ckpt)["epoch"] >= args.epochs):
             resume = ["--resume"] if ckpt.exists() else []
             run_step("train", steps["train"] + resume, timings, timings_file)
         run_step("export", steps["export"], timings, timings_file)
         trained = load_checkpoint(ckpt)
-        epochs, final_train_accuracy = trained["epoch"], round(trained["history"][-1]["train_accuracy"], 2)
-    for name in ("sweep", "stats", "subset"):
-        run_step(name, steps[name], timings, timings_file)
+        training = {"epochs": trained["epoch"],
+                    "final_train_accuracy": round(trained["history"][-1]["train_accuracy"], 2)}
+    if not args.report:
+        for name in ("sweep", "stats", "subset"):
+            run_step(name, steps[name], timings, timings_file)
+    print(format_table(write_report(out, timings, Path(__file__).name, [], **training)))
 
+
+def write_report(out: Path, timings: dict, script: str, intro: list[str], **record) -> dict:
+    """``results.json`` (the demo's schema, plus ``record`` and the subset the tests check),
+    ``results.csv`` and ``README.md`` from the sweep, subset and timings recorded in ``out``."""
     sweep = json.loads((out / "sweep.json").read_text())
     subset = json.loads((out / "subset" / "evaluate_gn_tau4.json").read_text())
+    energy = {key: sweep[key] for key in ("ann_energy_uj", "energy_samples") if key in sweep}
     results = {
-        "ann_accuracy": sweep["ann_accuracy"], "levels": sweep["levels"], "snn": sweep["snn"],
-        "dataset": "cifar10", "model": "resnet20", "epochs": epochs, "seed": 0,
+        "ann_accuracy": sweep["ann_accuracy"], "levels": sweep["levels"], "snn": sweep["snn"], **energy,
+        "dataset": "cifar10", "model": "resnet20", "seed": 0, **record,
         "seconds": round(sum(t["seconds"] for t in timings.values()), 1),
-        "final_train_accuracy": final_train_accuracy,
         "subset": {"per_class": SUBSET_PER_CLASS, "images": SUBSET_PER_CLASS * 10,
                    "ann_accuracy": subset["ann_accuracy"], "snn": subset["snn"]},
         "steps": timings,
     }
     write_json(out / "results.json", results)
-    write_csv(out / "results.csv", results["snn"])
-    write_text(out / "README.md", _readme(results))
-    print(format_table(results))
+    write_csv(out / "results.csv", results["snn"], fields=FIELDS + ENERGY_FIELDS * bool(energy))
+    write_text(out / "README.md", _readme(results, script, intro))
+    return results
 
 
 def _short(revision: str) -> str:
     return revision[:12] + ("-dirty" if revision.endswith("-dirty") else "")
 
 
-def _readme(results: dict) -> str:
-    lines = ["# QCFS ResNet-20 (L=8) on real CIFAR-10: IF vs Group Neurons",
-             "", "Made by `python scripts/reproduce_cifar10_resnet20.py`, which ran these commands:", ""]
+def _readme(results: dict, script: str, intro: list[str]) -> str:
+    lines = ["# QCFS ResNet-20 (L=8) on real CIFAR-10: IF vs Group Neurons", "", *intro,
+             f"Made by `python scripts/{script}`, which ran these commands:", ""]
     for name, step in results["steps"].items():
         lines.append(f"- {name} ({step['seconds'] / 60:.1f} min, finished {step['finished']}, "
                      f"git {_short(step['git_revision'])}): `{step['command']}`")
@@ -129,7 +146,9 @@ def _readme(results: dict) -> str:
               f"ANN {results['subset']['ann_accuracy']:.2f} %, "
               + ", ".join(f"GN τ=4 T={r['timesteps']} {r['accuracy']:.2f} %" for r in results["subset"]["snn"]) + ".",
               "", "Plots: `accuracy_vs_T.png`, `effect_of_tau.png`, `firing_rates.png`; firing rates and "
-              "energy in `stats.json`.", ""]
+              "energy in `stats.json`"
+              + ("; accuracy against energy per image in `accuracy_vs_energy.png`." if "ann_energy_uj" in results
+                 else "."), ""]
     return "\n".join(lines)
 
 
