@@ -97,7 +97,7 @@ def _test_loader(meta: dict, args):
 def _source(args, meta: dict) -> dict:
     """What a checkpoint command's results were measured on, for its JSON."""
     return {"checkpoint": str(args.checkpoint), "model": meta["model"], "data": args.data or meta["data"],
-            **({"per_class": args.per_class} if args.per_class else {})}
+            **({"per_class": args.per_class} if args.per_class else {}), **({"signed": True} if args.signed else {})}
 
 
 def _load_qcfs(path: Path):
@@ -117,11 +117,11 @@ def _cmd_evaluate(args) -> None:
     from .report import accuracy_rows, format_table, write_csv
     from .simulate import evaluate
 
-    name = f"evaluate_{args.neuron}" + (f"_tau{args.tau}" if args.neuron == "gn" else "")
+    name = f"evaluate_{args.neuron}" + (f"_tau{args.tau}" if args.neuron == "gn" else "") + "_signed" * args.signed
     out = check_out_dir(args.out or Path(args.checkpoint).parent, [f"{name}.json", f"{name}.csv"], args.overwrite)
     ann, meta = _load_qcfs(args.checkpoint)
     loader = _test_loader(meta, args)
-    snn = convert(ann, neuron=args.neuron, tau=args.tau)
+    snn = convert(ann, neuron=args.neuron, tau=args.tau, signed=args.signed)
     tau = args.tau if args.neuron == "gn" else None
     results = {"ann_accuracy": round(evaluate(ann, loader, [1], progress=True)[1], 4), "levels": meta["levels"],
                "snn": accuracy_rows(args.neuron, tau, evaluate(snn, loader, args.timesteps, progress=True)),
@@ -161,13 +161,14 @@ def _cmd_convert(args) -> None:
     if args.finetune_epochs:
         ann = _finetune(ann, args, splits.num_classes, model_kwargs, list(splits.input_shape), out / "checkpoint.pt")
     calibrated = sweep(ann, test, args.tau if args.neuron in ("gn", "both") else [], args.timesteps,
-                       progress=True, include_if=args.neuron in ("if", "both"))
+                       progress=True, include_if=args.neuron in ("if", "both"), signed=args.signed)
     results = {"ann": "ReLU ANN", "ann_accuracy": round(evaluate(relu, test, [1])[1], 4), "levels": args.levels,
                "snn": calibrated["snn"], "calibrated_ann_accuracy": calibrated["ann_accuracy"],
                **{k: calibrated[k] for k in ("ann_energy_uj", "energy_samples") if k in calibrated},
                "checkpoint": str(args.from_relu), "model": args.model, "data": args.data,
                "percentile": args.calibrate, "per_channel": args.per_channel, "maxpool": args.maxpool,
-               "fuse_bn": args.fuse_bn, "finetune_epochs": args.finetune_epochs or 0}
+               "fuse_bn": args.fuse_bn, "finetune_epochs": args.finetune_epochs or 0,
+               **({"signed": True} if args.signed else {})}
     print(format_table(results))
     tuned = f", fine-tuned {args.finetune_epochs} epoch(s) at lr {args.finetune_lr}" if args.finetune_epochs else ""
     print(f"calibrated ANN ({args.calibrate}th percentile, L={args.levels or 'none: clip only'}{tuned}): "
@@ -212,11 +213,11 @@ def _cmd_sweep(args) -> None:
     out = check_out_dir(args.out or Path(args.checkpoint).parent, files, args.overwrite)
     ann, meta = _load_qcfs(args.checkpoint)
     results = {**sweep(ann, _test_loader(meta, args), args.taus, args.timesteps, progress=True,
-                       energy_batches=args.energy_batches), **_source(args, meta)}
+                       energy_batches=args.energy_batches, signed=args.signed), **_source(args, meta)}
     print(format_table(results))
     write_json(out / "sweep.json", results)
     write_csv(out / "sweep.csv", results["snn"], fields=FIELDS + ENERGY_FIELDS * bool(args.energy_batches))
-    title = f"{meta['model']} on {results['data']}, QCFS L={meta['levels']}"
+    title = f"{meta['model']} on {results['data']}, QCFS L={meta['levels']}" + ", signed neurons" * args.signed
     plot_accuracy_vs_timesteps(results, out / "accuracy_vs_T.png", title)
     plot_effect_of_tau(results, out / "effect_of_tau.png", title)
     if args.energy_batches:
@@ -237,7 +238,8 @@ def _cmd_stats(args) -> None:
     batches = list(islice(_test_loader(meta, args), args.batches))
     runs = []
     for neuron in (args.neuron, "if" if args.neuron == "gn" else "gn"):  # the other one for comparison
-        stats = layer_stats(convert(ann, neuron, args.tau), batches, args.timesteps, ann, args.ac_pj, args.mac_pj)
+        snn = convert(ann, neuron, args.tau, signed=args.signed)
+        stats = layer_stats(snn, batches, args.timesteps, ann, args.ac_pj, args.mac_pj)
         runs.append({"neuron": neuron, "tau": args.tau if neuron == "gn" else None, **stats})
         print(f"{neuron_label(neuron, args.tau)}, {stats['samples']} samples:")
         print(format_stats(stats))
@@ -274,6 +276,12 @@ def _add_augment_option(parser: argparse.ArgumentParser) -> None:
                              "AutoAugment, Cutout) or crop-flip (lighter, for short runs of small networks)")
 
 
+def _add_signed_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--signed", action="store_true",
+                        help="signed neurons: they also emit negative spikes to take back early over-firing, "
+                             "which removes the unevenness error at tau*T = L (not in the paper; see docs/conversion.md)")
+
+
 def _checkpoint_command(commands, name: str, help: str, run) -> argparse.ArgumentParser:
     """A subcommand that reads a ``groupsnn train`` checkpoint and writes results beside it."""
     parser = commands.add_parser(name, help=help)
@@ -281,6 +289,7 @@ def _checkpoint_command(commands, name: str, help: str, run) -> argparse.Argumen
     _add_data_options(parser)
     parser.add_argument("--per-class", type=_positive_int, metavar="N",
                         help="only the first N test images of each class (a fixed class-balanced subset)")
+    _add_signed_option(parser)
     parser.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier outputs in --out")
     parser.set_defaults(run=run)
@@ -381,6 +390,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="fine-tune in mixed precision (default: where it pays, as groupsnn train)")
     cv.add_argument("--neuron", choices=["gn", "if", "both"], default="gn")
     cv.add_argument("--tau", type=_int_list, default=[8], help="Group Neuron sizes, e.g. 4,8,16")
+    _add_signed_option(cv)
     cv.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
     cv.add_argument("--out", type=Path, default=Path("runs/convert"), help="output folder (default runs/convert)")
     cv.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")

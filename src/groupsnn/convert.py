@@ -326,11 +326,13 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
 
 
 def convert(model: nn.Module, neuron: str = "gn", tau: int = 4, strict: bool = True,
-            inplace: bool = False, step_mode: str = "s") -> nn.Module:
+            inplace: bool = False, step_mode: str = "s", signed: bool = False) -> nn.Module:
     """Return the SNN: each QCFS call site becomes an IF neuron (``neuron="if"``) or a Group Neuron of
     ``tau`` members (``neuron="gn"``), keeping its threshold, and each max-pooling a ``RateMaxPool``.
     Any other activation raises, naming the layer, unless ``strict=False`` (then it is left as it is).
     The result follows ``prepare``'s contract (its class, or a ``torch.fx.GraphModule``).
+    ``signed=True`` makes neurons that also emit negative spikes to take back earlier ones (not in
+    the paper; see ``groupsnn.neurons``): at τ·T = L they remove the unevenness error.
 
     The SNN takes one time step per call, ``[B, ...]`` (``step_mode="s"``, the only mode for whole
     networks; run T steps with ``groupsnn.simulate``). It is for inference: its neurons have no
@@ -353,8 +355,8 @@ def convert(model: nn.Module, neuron: str = "gn", tau: int = 4, strict: bool = T
                 raise ValueError(f"convert(): threshold of {site.name!r} is not positive "
                                  f"({target.threshold.min().item():.4g}); retrain or recalibrate it")
             if neuron == "gn":
-                return GroupNeuron(target.threshold, tau)
-            return IFNeuron(target.threshold)
+                return GroupNeuron(target.threshold, tau, signed=signed)
+            return IFNeuron(target.threshold, signed=signed)
         if type(target) in MAX_TO_AVG_POOL:
             return RateMaxPool(target)
         if target in MAX_TO_AVG_POOL_CALLS:

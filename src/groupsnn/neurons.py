@@ -13,6 +13,14 @@ these units. Working in these units makes the first step compute exactly QCFS's 
 classic one (threshold θ, starts at θ/2, reset by subtraction), which equals GN with τ = 1.
 ``RateMaxPool`` is max-pooling between neurons, made exact on rates (``max_pool_step``).
 
+``signed=True`` (not in the paper) lets a neuron also emit negative spikes, up to τ a step and never
+more than it has emitted in all: ``n = clamp(floor(v), -min(c, τ), τ)`` with ``c`` its net count so
+far, as in the signed neuron with memory of SNM (Wang et al., IJCAI 2022). It takes back what early
+steps over-fired, so after T steps its net count is ``floor(Σx·τ/θ + 1/2)`` clamped to [0, τT],
+the QCFS of the *mean* input with τT levels whatever the input's order in time, unless spikes are
+still owed after the last step (a step emits or takes back at most τ). At τ·T = L the whole network then computes its
+QCFS network's output (the unevenness error is gone) wherever the per-step bounds do not bind.
+
 The neurons are for inference. Their spike counts are floors, whose gradient is zero almost
 everywhere, so gradients through time (SNN training, surrogate gradients) are not a feature: a
 backward pass that reaches a neuron raises. Train the QCFS ANN instead and convert it.
@@ -26,6 +34,7 @@ import torch.nn as nn
 
 class NeuronState(NamedTuple):
     v: torch.Tensor  # membrane potential in units of one spike (θ/τ for GN, θ for IF)
+    count: Optional[torch.Tensor] = None  # signed neurons: net spikes emitted so far (never negative)
 
 
 def _integrate(x: torch.Tensor, state: Optional[NeuronState], scale: torch.Tensor, inplace: bool,
@@ -38,40 +47,54 @@ def _integrate(x: torch.Tensor, state: Optional[NeuronState], scale: torch.Tenso
     return state.v.addcmul_(x, scale) if inplace else torch.addcmul(state.v, x, scale)
 
 
-def _fire(v: torch.Tensor, tau: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Spike counts ``clamp(floor(v), 0, τ)`` (into ``out`` if given); subtracts them from ``v``."""
-    spikes = torch.floor(v, out=out).clamp_(0, tau)
+def _fire(v: torch.Tensor, tau: int, out: Optional[torch.Tensor] = None,
+          emitted: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Spike counts ``clamp(floor(v), 0, τ)`` (into ``out`` if given); subtracts them from ``v``.
+    With ``emitted`` (a signed neuron's net count so far) the lower bound is ``-min(emitted, τ)``."""
+    spikes = torch.floor(v, out=out)
+    if emitted is None:
+        spikes.clamp_(0, tau)
+    else:
+        torch.maximum(spikes, emitted.clamp(max=tau).neg_(), out=spikes).clamp_(max=tau)
     v -= spikes
     return spikes
 
 
 def _gn_update(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int,
-               inplace: bool, out: Optional[torch.Tensor] = None, v_init: Optional[torch.Tensor] = None):
-    """(spikes, new membrane, θ in x's dtype) of one GN step; ``inplace`` updates ``state.v`` itself
-    and ``out`` receives the spike counts."""
+               inplace: bool, out: Optional[torch.Tensor] = None, v_init: Optional[torch.Tensor] = None,
+               signed: bool = False):
+    """(spikes, new state, θ in x's dtype) of one GN step; ``inplace`` updates ``state``'s tensors
+    themselves and ``out`` receives the spike counts."""
     threshold = threshold.to(x.dtype)
     v = _integrate(x, state, tau / threshold, inplace, v_init)
-    return _fire(v, tau, out), v, threshold
+    if not signed:
+        return _fire(v, tau, out), NeuronState(v), threshold
+    if state is None:  # nothing emitted yet: the first step is the unsigned one
+        spikes = _fire(v, tau, out)
+        return spikes, NeuronState(v, spikes.clone()), threshold
+    spikes = _fire(v, tau, out, emitted=state.count)
+    count = state.count.add_(spikes) if inplace else state.count + spikes
+    return spikes, NeuronState(v, count), threshold
 
 
 def gn_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int,
-            v_init: Optional[torch.Tensor] = None):
+            v_init: Optional[torch.Tensor] = None, signed: bool = False):
     """One step of a Group Neuron with ``tau`` members; returns ``(out, spikes, new_state)``.
 
-    ``spikes`` counts the members that fired (integers in [0, τ], as floats); ``out = spikes·θ/τ``.
-    ``state=None`` starts from the initial state: the membrane ``v_init`` (in units of one spike,
-    broadcast against ``x``; None: 1/2) before the first input. Pure: neither ``x`` nor ``state`` is
-    modified.
+    ``spikes`` counts the members that fired (integers in [0, τ], as floats; in [-τ, τ] when
+    ``signed``, see the module docstring); ``out = spikes·θ/τ``. ``state=None`` starts from the
+    initial state: the membrane ``v_init`` (in units of one spike, broadcast against ``x``; None: 1/2)
+    before the first input. Pure: neither ``x`` nor ``state`` is modified.
     """
-    spikes, v, threshold = _gn_update(x, state, threshold, tau, inplace=False, v_init=v_init)
-    return spikes / tau * threshold, spikes, NeuronState(v)  # QCFS's ops: τ·θ/τ is exactly θ
+    spikes, state, threshold = _gn_update(x, state, threshold, tau, inplace=False, v_init=v_init, signed=signed)
+    return spikes / tau * threshold, spikes, state  # QCFS's ops: τ·θ/τ is exactly θ
 
 
 def if_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor,
-            v_init: Optional[torch.Tensor] = None):
+            v_init: Optional[torch.Tensor] = None, signed: bool = False):
     """One step of an integrate-and-fire neuron; returns ``(out, spikes, new_state)``.
     It is the Group Neuron with one member: ``clamp(floor(v), 0, 1)`` is ``v >= 1``."""
-    return gn_step(x, state, threshold, 1, v_init)
+    return gn_step(x, state, threshold, 1, v_init, signed)
 
 
 @functools.cache
@@ -80,13 +103,13 @@ def _compile_gn_step():
 
 
 def compiled_gn_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int,
-                     v_init: Optional[torch.Tensor] = None):
+                     v_init: Optional[torch.Tensor] = None, signed: bool = False):
     """``gn_step`` compiled by ``torch.compile`` into one fused pass over memory, for long runs.
 
     The first call for each τ, dtype and shape compiles (about 20 s on a CPU, which needs a C++
     compiler). Spike counts and states equal ``gn_step``'s up to float rounding.
     """
-    return _compile_gn_step()(x, state, threshold, tau, v_init)
+    return _compile_gn_step()(x, state, threshold, tau, v_init, signed)
 
 
 class _NoGradient(torch.autograd.Function):
@@ -141,19 +164,21 @@ class SpikingNeuron(StatefulModule):
 
     The buffer ``v_init`` is the initial membrane (in units of one spike, e.g. one per channel,
     shape ``[C, 1, 1]``); None, as ``convert`` makes it, is 1/2 everywhere. ``groupsnn.correct``
-    sets it.
+    sets it. ``signed=True`` also emits negative spikes (see the module docstring).
     """
 
     tau = 1
 
-    def __init__(self, threshold, step_mode: str = "s", compiled: bool = False):
+    def __init__(self, threshold, step_mode: str = "s", compiled: bool = False, signed: bool = False):
         super().__init__(step_mode)
         self.threshold = nn.Parameter(torch.as_tensor(threshold, dtype=torch.float32).detach().clone())
         self.register_buffer("v_init", None)
         self.compiled = compiled
+        self.signed = signed
 
     def step(self, x: torch.Tensor, state: Optional[NeuronState]):
-        return (compiled_gn_step if self.compiled else gn_step)(x, state, self.threshold, self.tau, self.v_init)
+        step = compiled_gn_step if self.compiled else gn_step
+        return step(x, state, self.threshold, self.tau, self.v_init, self.signed)
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         if inplace and self.step_mode == "s" and not torch.is_grad_enabled():
@@ -171,32 +196,33 @@ class SpikingNeuron(StatefulModule):
             out, _, self.state = self.step(x, self.state)
             return out
         # gn_step's operations, in the buffers of the state and (if allowed) of the input
-        spikes, v, threshold = _gn_update(x, self.state, self.threshold, self.tau, inplace=True,
-                                          out=x if inplace else None, v_init=self.v_init)
-        self.state = NeuronState(v)
+        spikes, self.state, threshold = _gn_update(x, self.state, self.threshold, self.tau, inplace=True,
+                                                   out=x if inplace else None, v_init=self.v_init,
+                                                   signed=self.signed)
         if self.tau & (self.tau - 1) == 0:  # τ = 2^k: n/τ and θ/τ are exact, so n·(θ/τ) is (n/τ)·θ bit for bit
             return spikes.mul_(threshold / self.tau)
         return spikes.div_(self.tau).mul_(threshold)
 
 
+    def extra_repr(self) -> str:
+        return f"step_mode={self.step_mode!r}" + (", signed=True" if self.signed else "")
+
+
 class IFNeuron(SpikingNeuron):
     """Integrate-and-fire neuron: threshold θ, membrane starts at θ/2, reset by subtraction."""
-
-    def extra_repr(self) -> str:
-        return f"step_mode={self.step_mode!r}"
 
 
 class GroupNeuron(SpikingNeuron):
     """Group Neuron of ``tau`` IF members (thresholds iθ/τ) sharing one membrane; see ``gn_step``."""
 
-    def __init__(self, threshold, tau: int, step_mode: str = "s", compiled: bool = False):
-        super().__init__(threshold, step_mode, compiled)
+    def __init__(self, threshold, tau: int, step_mode: str = "s", compiled: bool = False, signed: bool = False):
+        super().__init__(threshold, step_mode, compiled, signed)
         if int(tau) != tau or tau < 1:
             raise ValueError(f"tau (members per Group Neuron) must be a positive integer, got {tau!r}")
         self.tau = int(tau)
 
     def extra_repr(self) -> str:
-        return f"tau={self.tau}, step_mode={self.step_mode!r}"
+        return f"tau={self.tau}, " + super().extra_repr()
 
 
 class PoolState(NamedTuple):

@@ -5,7 +5,9 @@ on each batch, following spikes through the network, and returns one row per neu
 totals, per input sample. What is counted:
 
 - ``firing_rate``: spikes per neuron per step. A Group Neuron's spikes are its member spikes,
-  ``out·τ/θ`` (0 to τ per step), so its rate can exceed 1; an IF neuron's is at most 1.
+  ``out·τ/θ`` (0 to τ per step), so its rate can exceed 1; an IF neuron's is at most 1. Signed
+  neurons' negative spikes count as spikes (they drive synapses too), and ``negative_rate`` is
+  their share of the rate (0 for unsigned neurons).
 - ``sops`` (synaptic operations, over all T steps): the accumulates the layer's spikes drive in
   the weighted layers (conv, linear modules) they reach, directly or through operations that
   are linear in spike counts: views and reshapes, flatten, dropout, average pooling, ``torch.cat``,
@@ -194,12 +196,13 @@ class _SpikeFollower(fx.Interpreter):
         if isinstance(module, SpikingNeuron):
             self.on_neuron(node.target, module, out)
         if node in self.keys:
+            # spikes drive accumulates whatever their sign (signed neurons, and max-pooling of them)
             if isinstance(module, SpikingNeuron):
-                self.counts[node] = {node.target: out / _spike_size(module, out)}
+                self.counts[node] = {node.target: (out / _spike_size(module, out)).abs_()}
             elif isinstance(module, RateMaxPool):
                 (source,) = self.keys[node]
                 neuron = self.module.get_submodule(source)
-                self.counts[node] = {source: out / _spike_size(neuron, out)}
+                self.counts[node] = {source: (out / _spike_size(neuron, out)).abs_()}
             else:
                 self.counts[node] = {key: self._pass(node, key) for key in self.keys[node]}
         return out
@@ -277,7 +280,8 @@ def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional
     def on_neuron(name, neuron, out):
         spikes = (out / _spike_size(neuron, out)).round_()
         size[name] = out[0].numel()
-        acc["spikes", name] += spikes.sum().item()
+        acc["spikes", name] += spikes.abs().sum().item()
+        acc["negative", name] += spikes.clamp(max=0).sum().item()
         acc["output", name] += out.sum().item()
         if qcfs:
             summed[name] = out.clone() if name not in summed else summed[name].add_(out)
@@ -360,6 +364,7 @@ def _summarise(acc, neurons, size, macs, sources, samples, steps, with_ann, ac_p
         layers.append({
             "layer": name, "neurons": size[name],
             "firing_rate": acc["spikes", name] / (n * steps),
+            "negative_rate": -acc["negative", name] / (n * steps),
             "mean_output": acc["output", name] / (n * steps),
             "sops": acc["sops", name] / samples,
             "macs": sum(macs[w] for w in fed),
@@ -376,12 +381,15 @@ def _summarise(acc, neurons, size, macs, sources, samples, steps, with_ann, ac_p
 
 
 def format_stats(stats: dict) -> str:
-    """The per-layer table and the totals, as text."""
-    lines = [f"{'layer':<22}{'rate':>8}{'mean out':>10}{'SOPs':>12}{'ANN MACs':>12}{'MSE vs ANN':>12}"]
+    """The per-layer table and the totals, as text (with a column of negative spikes where there are)."""
+    signed = any(r.get("negative_rate") for r in stats["layers"])
+    lines = [f"{'layer':<22}{'rate':>8}" + f"{'neg rate':>10}" * signed
+             + f"{'mean out':>10}{'SOPs':>12}{'ANN MACs':>12}{'MSE vs ANN':>12}"]
     for r in stats["layers"]:
         mse = "" if r["conversion_mse"] is None else f"{r['conversion_mse']:.3g}"
-        lines.append(f"{r['layer'][-22:]:<22}{r['firing_rate']:>8.3f}{r['mean_output']:>10.4f}"
-                     f"{r['sops']:>12.4g}{r['macs']:>12.4g}{mse:>12}")
+        lines.append(f"{r['layer'][-22:]:<22}{r['firing_rate']:>8.3f}"
+                     + f"{r.get('negative_rate', 0):>10.3f}" * signed
+                     + f"{r['mean_output']:>10.4f}{r['sops']:>12.4g}{r['macs']:>12.4g}{mse:>12}")
     t = stats["totals"]
     lines.append(f"per sample, T={stats['timesteps']}: {t['sops']:.4g} SOPs + {t['snn_macs']:.4g} MACs "
                  f"= {t['snn_energy_uj']:.4g} µJ; ANN {t['ann_macs']:.4g} MACs = {t['ann_energy_uj']:.4g} µJ")

@@ -26,7 +26,7 @@ def mark_pareto(rows: list[dict]) -> list[dict]:
 
 def sweep(ann: nn.Module, loader: Iterable, taus: Sequence[int] = (1, 2, 4, 8),
           timesteps: Sequence[int] = (1, 2, 4, 8, 16, 32), progress: bool = False,
-          include_if: bool = True, energy_batches: int = 4) -> dict:
+          include_if: bool = True, energy_batches: int = 4, signed: bool = False) -> dict:
     """``{"ann_accuracy", "levels", "snn": rows}`` for the QCFS network ``ann`` converted to IF (unless
     not ``include_if``) and to GN with each of ``taus``; each (neuron, τ) gives accuracies at every T
     from one run of max(T) steps (``evaluate``). Rows as ``report.accuracy_rows``, accuracies in %.
@@ -34,7 +34,8 @@ def sweep(ann: nn.Module, loader: Iterable, taus: Sequence[int] = (1, 2, 4, 8),
     With ``energy_batches`` > 0 the first that many batches of ``loader`` also run with spike
     counting (``stats.energy_by_timesteps``, the accounting of ``stats.layer_stats``): each row
     gains ``sops`` and ``snn_energy_uj`` per image over steps 1..T, and ``pareto`` (see
-    ``mark_pareto``); the result gains ``ann_energy_uj`` and ``energy_samples``.
+    ``mark_pareto``); the result gains ``ann_energy_uj`` and ``energy_samples``. ``signed=True``
+    converts to signed neurons (``convert``'s ``signed``).
     """
     if isinstance(energy_batches, bool) or not isinstance(energy_batches, int) or energy_batches < 0:
         raise ValueError(f"energy_batches must be a non-negative integer, got {energy_batches!r}")
@@ -42,7 +43,7 @@ def sweep(ann: nn.Module, loader: Iterable, taus: Sequence[int] = (1, 2, 4, 8),
     rows, cost = [], None
     configs = [("if", None)] * include_if + [("gn", tau) for tau in taus]
     for neuron, tau in progress_bar(configs, desc="convert + simulate", disable=not progress):
-        snn = convert(ann, neuron, tau or 1)
+        snn = convert(ann, neuron, tau or 1, signed=signed)
         config_rows = accuracy_rows(neuron, tau, evaluate(snn, loader, timesteps))
         if energy_data:
             cost = energy_by_timesteps(snn, energy_data, timesteps)
