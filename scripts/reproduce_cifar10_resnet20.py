@@ -25,7 +25,7 @@ from pathlib import Path
 from groupsnn._io import write_json, write_text
 from groupsnn.checkpoint import load_checkpoint
 from groupsnn.cli import main as groupsnn
-from groupsnn.report import ENERGY_FIELDS, FIELDS, format_table, write_csv
+from groupsnn.report import format_table, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = "src/groupsnn/models/weights/resnet20_cifar10_qcfs_l8.pt"
@@ -124,7 +124,7 @@ def write_report(out: Path, timings: dict, script: str, intro: list[str], **reco
         "steps": timings,
     }
     write_json(out / "results.json", results)
-    write_csv(out / "results.csv", results["snn"], fields=FIELDS + ENERGY_FIELDS * bool(energy))
+    write_csv(out / "results.csv", results["snn"])
     write_text(out / "README.md", _readme(results, script, intro))
     return results
 

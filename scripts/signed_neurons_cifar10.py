@@ -15,7 +15,7 @@ import torch
 import groupsnn as gs
 from groupsnn import data
 from groupsnn._io import write_json
-from groupsnn.report import neuron_label
+from groupsnn.report import accuracy_rows, neuron_label
 
 CONFIGS = {("if", 1): [1, 2, 4, 8], ("gn", 4): [1, 2, 4], ("gn", 8): [1, 2, 4]}
 
@@ -41,10 +41,9 @@ def main() -> None:
     for (neuron, tau), timesteps in CONFIGS.items():
         for signed in (False, True):
             accuracy = gs.evaluate(gs.convert(ann, neuron, tau, signed=signed), test, timesteps)
-            results["snn"] += [{"neuron": neuron, "tau": tau if neuron == "gn" else None, "signed": signed,
-                                "timesteps": t, "accuracy": round(a, 4)} for t, a in accuracy.items()]
-            label = neuron_label(neuron, tau) + ", signed" * signed
-            print(f"{label:<16}" + "".join(f"  T={t}: {a:6.2f}" for t, a in accuracy.items()), flush=True)
+            results["snn"] += accuracy_rows(neuron, tau if neuron == "gn" else None, accuracy, signed)
+            print(f"{neuron_label(neuron, tau, signed):<16}" + "".join(f"  T={t}: {a:6.2f}" for t, a in accuracy.items()),
+                  flush=True)
     write_json(args.out / "signed_neurons.json", results)
 
 

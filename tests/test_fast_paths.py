@@ -48,8 +48,9 @@ class Residual(nn.Module):
         return self.fc(torch.relu(b).flatten(1))
 
 
-def test_simulate_with_neurons_in_place_equals_stepping_the_whole_model():
-    snn = gs.convert(gs.prepare(Residual(), levels=4, threshold=1.0).eval(), "gn", tau=2)
+@pytest.mark.parametrize("signed", [False, True])
+def test_simulate_with_neurons_in_place_equals_stepping_the_whole_model(signed):
+    snn = gs.convert(gs.prepare(Residual(), levels=4, threshold=1.0).eval(), "gn", tau=2, signed=signed)
     x = torch.randn(5, 1, 6, 6)
     gs.reset(snn)
     with torch.no_grad():
@@ -58,14 +59,16 @@ def test_simulate_with_neurons_in_place_equals_stepping_the_whole_model():
 
 
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "clang++", "c++")), reason="needs a C++ compiler")
-def test_compiled_step_equals_gn_step_up_to_rounding():
+@pytest.mark.parametrize("signed", [False, True])
+def test_compiled_step_equals_gn_step_up_to_rounding(signed):
     threshold, state, compiled_state = torch.tensor(1.3), None, None
     for t in range(3):
         x = torch.randn(257) * 2
-        out, spikes, state = gn_step(x, state, threshold, 4)
-        c_out, c_spikes, compiled_state = compiled_gn_step(x, compiled_state, threshold, 4)
+        out, spikes, state = gn_step(x, state, threshold, 4, signed=signed)
+        c_out, c_spikes, compiled_state = compiled_gn_step(x, compiled_state, threshold, 4, signed=signed)
         assert torch.equal(c_spikes, spikes)
         torch.testing.assert_close(c_out, out)
-        torch.testing.assert_close(compiled_state.v, state.v)
-    neuron = GroupNeuron(threshold, 4, compiled=True)
+        torch.testing.assert_close(compiled_state, state)
+    assert (spikes < 0).any() == signed
+    neuron = GroupNeuron(threshold, 4, compiled=True, signed=signed)
     assert torch.equal(neuron(x), gn_step(x, None, threshold, 4)[0])

@@ -97,7 +97,8 @@ def _test_loader(meta: dict, args):
 def _source(args, meta: dict) -> dict:
     """What a checkpoint command's results were measured on, for its JSON."""
     return {"checkpoint": str(args.checkpoint), "model": meta["model"], "data": args.data or meta["data"],
-            **({"per_class": args.per_class} if args.per_class else {}), **({"signed": True} if args.signed else {})}
+            **({"per_class": args.per_class} if args.per_class else {}),
+            **({"signed": True} if args.signed else {})}
 
 
 def _load_qcfs(path: Path):
@@ -124,7 +125,7 @@ def _cmd_evaluate(args) -> None:
     snn = convert(ann, neuron=args.neuron, tau=args.tau, signed=args.signed)
     tau = args.tau if args.neuron == "gn" else None
     results = {"ann_accuracy": round(evaluate(ann, loader, [1], progress=True)[1], 4), "levels": meta["levels"],
-               "snn": accuracy_rows(args.neuron, tau, evaluate(snn, loader, args.timesteps, progress=True)),
+               "snn": accuracy_rows(args.neuron, tau, evaluate(snn, loader, args.timesteps, progress=True), args.signed),
                **_source(args, meta)}
     print(format_table(results))
     write_json(out / f"{name}.json", results)
@@ -176,7 +177,8 @@ def _cmd_convert(args) -> None:
     write_json(out / "results.json", results)
     write_csv(out / "results.csv", results["snn"])
     plot_accuracy_vs_timesteps(results, out / "accuracy_vs_T.png",
-                               title=f"{args.model} on {args.data}, calibrated at {args.calibrate}%")
+                               title=f"{args.model} on {args.data}, calibrated at {args.calibrate}%"
+                               + ", signed neurons" * args.signed)
     print(f"wrote {out / 'results.json'}, results.csv and accuracy_vs_T.png")
 
 
@@ -205,7 +207,7 @@ def _finetune(ann, args, num_classes: int, model_kwargs: dict, input_shape: list
 
 def _cmd_sweep(args) -> None:
     from .plots import plot_accuracy_vs_energy, plot_accuracy_vs_timesteps, plot_effect_of_tau
-    from .report import ENERGY_FIELDS, FIELDS, format_table, write_csv
+    from .report import format_table, write_csv
     from .sweep import sweep
 
     files = ["sweep.json", "sweep.csv", "accuracy_vs_T.png", "effect_of_tau.png"]
@@ -216,7 +218,7 @@ def _cmd_sweep(args) -> None:
                        energy_batches=args.energy_batches, signed=args.signed), **_source(args, meta)}
     print(format_table(results))
     write_json(out / "sweep.json", results)
-    write_csv(out / "sweep.csv", results["snn"], fields=FIELDS + ENERGY_FIELDS * bool(args.energy_batches))
+    write_csv(out / "sweep.csv", results["snn"])
     title = f"{meta['model']} on {results['data']}, QCFS L={meta['levels']}" + ", signed neurons" * args.signed
     plot_accuracy_vs_timesteps(results, out / "accuracy_vs_T.png", title)
     plot_effect_of_tau(results, out / "effect_of_tau.png", title)
@@ -240,13 +242,14 @@ def _cmd_stats(args) -> None:
     for neuron in (args.neuron, "if" if args.neuron == "gn" else "gn"):  # the other one for comparison
         snn = convert(ann, neuron, args.tau, signed=args.signed)
         stats = layer_stats(snn, batches, args.timesteps, ann, args.ac_pj, args.mac_pj)
-        runs.append({"neuron": neuron, "tau": args.tau if neuron == "gn" else None, **stats})
-        print(f"{neuron_label(neuron, args.tau)}, {stats['samples']} samples:")
+        runs.append({"neuron": neuron, "tau": args.tau if neuron == "gn" else None,
+                     **({"signed": True} if args.signed else {}), **stats})
+        print(f"{neuron_label(neuron, args.tau, args.signed)}, {stats['samples']} samples:")
         print(format_stats(stats))
     results = {**_source(args, meta), "levels": meta["levels"], "snn": runs}
     write_json(out / "stats.json", results)
     plot_firing_rates(sorted(runs, key=lambda r: r["neuron"] != "if"), out / "firing_rates.png",
-                      title=f"{meta['model']} on {results['data']}, T={args.timesteps}")
+                      title=f"{meta['model']} on {results['data']}, T={args.timesteps}" + ", signed neurons" * args.signed)
     print(f"wrote {out / 'stats.json'} and {out / 'firing_rates.png'}")
 
 
@@ -278,8 +281,9 @@ def _add_augment_option(parser: argparse.ArgumentParser) -> None:
 
 def _add_signed_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--signed", action="store_true",
-                        help="signed neurons: they also emit negative spikes to take back early over-firing, "
-                             "which removes the unevenness error at tau*T = L (not in the paper; see docs/conversion.md)")
+                        help="signed neurons: they also emit negative spikes to take back early over-firing, which "
+                             "removes most of the unevenness error at tau*T = L (not in the paper; see "
+                             "docs/signed_neurons.md)")
 
 
 def _checkpoint_command(commands, name: str, help: str, run) -> argparse.ArgumentParser:

@@ -332,7 +332,7 @@ def convert(model: nn.Module, neuron: str = "gn", tau: int = 4, strict: bool = T
     Any other activation raises, naming the layer, unless ``strict=False`` (then it is left as it is).
     The result follows ``prepare``'s contract (its class, or a ``torch.fx.GraphModule``).
     ``signed=True`` makes neurons that also emit negative spikes to take back earlier ones (not in
-    the paper; see ``groupsnn.neurons``): at τ·T = L they remove the unevenness error.
+    the paper; see ``groupsnn.neurons``): at τ·T = L they remove most of the unevenness error.
 
     The SNN takes one time step per call, ``[B, ...]`` (``step_mode="s"``, the only mode for whole
     networks; run T steps with ``groupsnn.simulate``). It is for inference: its neurons have no

@@ -16,10 +16,10 @@ classic one (threshold θ, starts at θ/2, reset by subtraction), which equals G
 ``signed=True`` (not in the paper) lets a neuron also emit negative spikes, up to τ a step and never
 more than it has emitted in all: ``n = clamp(floor(v), -min(c, τ), τ)`` with ``c`` its net count so
 far, as in the signed neuron with memory of SNM (Wang et al., IJCAI 2022). It takes back what early
-steps over-fired, so after T steps its net count is ``floor(Σx·τ/θ + 1/2)`` clamped to [0, τT],
-the QCFS of the *mean* input with τT levels whatever the input's order in time, unless spikes are
-still owed after the last step (a step emits or takes back at most τ). At τ·T = L the whole network then computes its
-QCFS network's output (the unevenness error is gone) wherever the per-step bounds do not bind.
+steps over-fired, so after T steps its net count is ``floor(Σx·τ/θ + 1/2)`` (initial membrane 1/2)
+clamped to [0, τT], the QCFS of the *mean* input with τT levels whatever the input's order in time,
+unless spikes are still owed after the last step (a step emits or takes back at most τ). At τ·T = L
+the network then computes its QCFS network's output wherever those per-step bounds do not bind.
 
 The neurons are for inference. Their spike counts are floors, whose gradient is zero almost
 everywhere, so gradients through time (SNN training, surrogate gradients) are not a feature: a
@@ -50,12 +50,13 @@ def _integrate(x: torch.Tensor, state: Optional[NeuronState], scale: torch.Tenso
 def _fire(v: torch.Tensor, tau: int, out: Optional[torch.Tensor] = None,
           emitted: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Spike counts ``clamp(floor(v), 0, τ)`` (into ``out`` if given); subtracts them from ``v``.
-    With ``emitted`` (a signed neuron's net count so far) the lower bound is ``-min(emitted, τ)``."""
+    With ``emitted`` (a signed neuron's net count so far) the lower bound is ``-min(emitted, τ)``.
+    In-place operations only: no memory per step, and usable with autograd on."""
     spikes = torch.floor(v, out=out)
     if emitted is None:
         spikes.clamp_(0, tau)
-    else:
-        torch.maximum(spikes, emitted.clamp(max=tau).neg_(), out=spikes).clamp_(max=tau)
+    else:  # max(n, -min(c, τ)) = -min(-n, c, τ)
+        spikes.neg_().clamp_(max=emitted).clamp_(max=tau).neg_().clamp_(max=tau)
     v -= spikes
     return spikes
 
@@ -70,8 +71,8 @@ def _gn_update(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.T
     if not signed:
         return _fire(v, tau, out), NeuronState(v), threshold
     if state is None:  # nothing emitted yet: the first step is the unsigned one
-        spikes = _fire(v, tau, out)
-        return spikes, NeuronState(v, spikes.clone()), threshold
+        spikes = _fire(v, tau, out)  # the count is a float32 copy: exact in any dtype of x, never aliased
+        return spikes, NeuronState(v, spikes.to(torch.float32, copy=True)), threshold
     spikes = _fire(v, tau, out, emitted=state.count)
     count = state.count.add_(spikes) if inplace else state.count + spikes
     return spikes, NeuronState(v, count), threshold
@@ -203,7 +204,6 @@ class SpikingNeuron(StatefulModule):
             return spikes.mul_(threshold / self.tau)
         return spikes.div_(self.tau).mul_(threshold)
 
-
     def extra_repr(self) -> str:
         return f"step_mode={self.step_mode!r}" + (", signed=True" if self.signed else "")
 
@@ -236,7 +236,8 @@ def max_pool_step(x: torch.Tensor, state: Optional[PoolState], pool: nn.Module):
     ``out`` is the increase of ``pool`` applied to the inputs summed so far, so the outputs of steps
     1..T sum to ``pool(x_1 + ... + x_T)``: the pooled rate is exact at every T. (Max-pooling each
     step's spikes alone over-counts: any spike in the window passes.) Step 1 is exactly ``pool(x)``;
-    the increase is at most the window's largest input, so spike counts stay within [0, τ].
+    the increase is at most the window's largest input, so spike counts stay within [0, τ]
+    ([-τ, τ] for signed neurons).
     """
     if state is None:
         pooled = pool(x)

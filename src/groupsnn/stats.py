@@ -6,8 +6,8 @@ totals, per input sample. What is counted:
 
 - ``firing_rate``: spikes per neuron per step. A Group Neuron's spikes are its member spikes,
   ``out·τ/θ`` (0 to τ per step), so its rate can exceed 1; an IF neuron's is at most 1. Signed
-  neurons' negative spikes count as spikes (they drive synapses too), and ``negative_rate`` is
-  their share of the rate (0 for unsigned neurons).
+  neurons' negative spikes count as spikes (they drive synapses too); ``negative_rate`` counts
+  them alone, per neuron per step (0 for plain neurons).
 - ``sops`` (synaptic operations, over all T steps): the accumulates the layer's spikes drive in
   the weighted layers (conv, linear modules) they reach, directly or through operations that
   are linear in spike counts: views and reshapes, flatten, dropout, average pooling, ``torch.cat``,

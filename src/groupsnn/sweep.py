@@ -35,7 +35,7 @@ def sweep(ann: nn.Module, loader: Iterable, taus: Sequence[int] = (1, 2, 4, 8),
     counting (``stats.energy_by_timesteps``, the accounting of ``stats.layer_stats``): each row
     gains ``sops`` and ``snn_energy_uj`` per image over steps 1..T, and ``pareto`` (see
     ``mark_pareto``); the result gains ``ann_energy_uj`` and ``energy_samples``. ``signed=True``
-    converts to signed neurons (``convert``'s ``signed``).
+    converts to signed neurons (``convert``'s ``signed``; their rows say so).
     """
     if isinstance(energy_batches, bool) or not isinstance(energy_batches, int) or energy_batches < 0:
         raise ValueError(f"energy_batches must be a non-negative integer, got {energy_batches!r}")
@@ -44,7 +44,7 @@ def sweep(ann: nn.Module, loader: Iterable, taus: Sequence[int] = (1, 2, 4, 8),
     configs = [("if", None)] * include_if + [("gn", tau) for tau in taus]
     for neuron, tau in progress_bar(configs, desc="convert + simulate", disable=not progress):
         snn = convert(ann, neuron, tau or 1, signed=signed)
-        config_rows = accuracy_rows(neuron, tau, evaluate(snn, loader, timesteps))
+        config_rows = accuracy_rows(neuron, tau, evaluate(snn, loader, timesteps), signed)
         if energy_data:
             cost = energy_by_timesteps(snn, energy_data, timesteps)
             for row in config_rows:
