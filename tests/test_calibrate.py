@@ -90,6 +90,7 @@ def test_cli_convert_writes_the_accuracy_table(digits_relu, tmp_path, capsys):
     assert {(r["neuron"], r["tau"], r["timesteps"]) for r in results["snn"]} == \
         {(n, tau, t) for n, tau in [("if", None), ("gn", 8)] for t in (1, 4)}
     assert results["ann_accuracy"] >= 95.0 and results["levels"] is None
-    assert (out / "results.csv").read_text().splitlines()[0] == "neuron,tau,timesteps,accuracy,sops,snn_energy_uj,pareto"
+    header = (out / "results.csv").read_text().splitlines()[0]
+    assert header == "neuron,tau,timesteps,accuracy,sops,snn_energy_uj,pareto"
     assert (out / "accuracy_vs_T.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ReLU ANN" in capsys.readouterr().out

@@ -27,7 +27,8 @@ def test_the_net_count_is_the_qcfs_of_the_mean_input_whatever_the_order(tau, tim
     levels, threshold = tau * timesteps, 1.0
     mean = torch.rand(20000, dtype=torch.float64) * 1.4 - 0.2
     # time-varying input with that mean: large early and small late, or the other way round
-    swing = torch.linspace(1, -1, timesteps, dtype=torch.float64)[:, None] * (torch.rand(20000, dtype=torch.float64) * 1.2 - 0.6)
+    amplitude = torch.rand(20000, dtype=torch.float64) * 1.2 - 0.6
+    swing = torch.linspace(1, -1, timesteps, dtype=torch.float64)[:, None] * amplitude
     x_steps = mean + swing - swing.mean(0)
     counts, state = run(x_steps, tau, signed=True, threshold=threshold)
     assert counts.min() >= -tau and counts.max() <= tau and (counts.cumsum(0) >= 0).all()  # never below zero

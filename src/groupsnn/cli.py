@@ -125,7 +125,8 @@ def _cmd_evaluate(args) -> None:
     snn = convert(ann, neuron=args.neuron, tau=args.tau, signed=args.signed)
     tau = args.tau if args.neuron == "gn" else None
     results = {"ann_accuracy": round(evaluate(ann, loader, [1], progress=True)[1], 4), "levels": meta["levels"],
-               "snn": accuracy_rows(args.neuron, tau, evaluate(snn, loader, args.timesteps, progress=True), args.signed),
+               "snn": accuracy_rows(args.neuron, tau, evaluate(snn, loader, args.timesteps, progress=True),
+                                    args.signed),
                **_source(args, meta)}
     print(format_table(results))
     write_json(out / f"{name}.json", results)
@@ -249,7 +250,8 @@ def _cmd_stats(args) -> None:
     results = {**_source(args, meta), "levels": meta["levels"], "snn": runs}
     write_json(out / "stats.json", results)
     plot_firing_rates(sorted(runs, key=lambda r: r["neuron"] != "if"), out / "firing_rates.png",
-                      title=f"{meta['model']} on {results['data']}, T={args.timesteps}" + ", signed neurons" * args.signed)
+                      title=f"{meta['model']} on {results['data']}, T={args.timesteps}"
+                      + ", signed neurons" * args.signed)
     print(f"wrote {out / 'stats.json'} and {out / 'firing_rates.png'}")
 
 
