@@ -74,35 +74,39 @@ def real_cifar10_test():
     return TensorImageDataset(tree["images"], tree["labels"], cifar_transform(CIFAR10_MEAN, CIFAR10_STD, False))
 
 
-def ann_and_gn_tau4_at_t2(dataset, fold: bool) -> tuple[float, float]:
-    loader = data.make_loader(dataset, 128, train=False, workers=0)  # batches of 128, as the recording run
+def ann_and_gn_tau4_at_t2(dataset, fold: bool = True) -> tuple[float, float]:
+    # as the recording commands (groupsnn sweep, evaluate) read the images: one fixed order, batches of 128
+    loader = data.make_loader(data.fixed_order(dataset), 128, train=False, workers=0)
     ann = gs.models.create("resnet20", pretrained="cifar10")
     return (gs.evaluate(ann, loader, [1], fold=fold)[1],
             gs.evaluate(gs.convert(ann, "gn", tau=4), loader, [2], fold=fold)[2])
 
 
-def gn_tau4_at_t2(rows: list[dict]) -> float:
-    return next(r["accuracy"] for r in rows if r["neuron"] == "gn" and r["tau"] == 4 and r["timesteps"] == 2)
+def accuracy_of(rows: list[dict], neuron: str, tau, timesteps: int) -> float:
+    return next(r["accuracy"] for r in rows if (r["neuron"], r["tau"], r["timesteps"]) == (neuron, tau, timesteps))
 
 
 def test_shipped_model_on_a_class_balanced_thousand_real_test_images(real_cifar10_test):
     recorded = json.loads(RESULTS.read_text())["subset"]
     subset = data.class_balanced_subset(real_cifar10_test, recorded["per_class"])
     assert len(subset) == 1000 and real_cifar10_test.labels[subset.indices].bincount().tolist() == [100] * 10
-    # the same images, weights and arithmetic as the run that recorded them (the network as it is,
-    # BatchNorm unfolded): equal, not close
-    ann, gn = ann_and_gn_tau4_at_t2(subset, fold=False)
+    # the same images, order, weights and arithmetic as the command that recorded them: equal, not close
+    ann, gn = ann_and_gn_tau4_at_t2(subset)
     print(f"1,000 balanced real test images: ANN {ann:.2f} %, GN tau=4 T=2 {gn:.2f} %")
-    assert (round(ann, 4), round(gn, 4)) == (recorded["ann_accuracy"], gn_tau4_at_t2(recorded["snn"]))
-    assert abs(gn - ann) <= 1.0  # the paper's claim for tau*T = L: 84.50 % against 85.30 % as recorded
-    # the default, folded path changes float rounding only: the claim holds there too
-    folded_ann, folded_gn = ann_and_gn_tau4_at_t2(subset, fold=True)
-    assert abs(folded_gn - folded_ann) <= 1.0 and abs(folded_ann - ann) <= 0.3 and abs(folded_gn - gn) <= 0.3
+    assert (round(ann, 4), round(gn, 4)) == (recorded["ann_accuracy"], accuracy_of(recorded["snn"], "gn", 4, 2))
+    assert abs(gn - ann) <= 1.0  # the paper's claim for tau*T = L
+    # the network as it is (BatchNorm not folded into the convolutions) changes float rounding only
+    plain_ann, plain_gn = ann_and_gn_tau4_at_t2(subset, fold=False)
+    assert abs(plain_ann - ann) <= 0.3 and abs(plain_gn - gn) <= 0.3
 
 
-def test_shipped_model_gn_tau4_at_t2_is_within_a_point_of_the_ann_on_all_real_test_images(real_cifar10_test):
+def test_shipped_model_on_all_real_test_images_meets_the_papers_claims(real_cifar10_test):
     recorded = json.loads(RESULTS.read_text())
-    ann, gn = ann_and_gn_tau4_at_t2(real_cifar10_test, fold=False)
+    ann, gn = ann_and_gn_tau4_at_t2(real_cifar10_test)
     print(f"10,000 real test images: ANN {ann:.2f} %, GN tau=4 T=2 {gn:.2f} %")
-    assert (round(ann, 4), round(gn, 4)) == (recorded["ann_accuracy"], gn_tau4_at_t2(recorded["snn"]))
-    assert abs(gn - ann) <= 1.0
+    assert (round(ann, 4), round(gn, 4)) == (recorded["ann_accuracy"], accuracy_of(recorded["snn"], "gn", 4, 2))
+    assert abs(gn - ann) <= 0.5  # tau*T = L
+    # the other claims, on the recorded sweep of these weights: tau = L at T = 1 is the ANN (up to the
+    # float rounding of folded BatchNorm), and GN beats IF at T = 2 by far
+    assert abs(accuracy_of(recorded["snn"], "gn", 8, 1) - ann) <= 0.1
+    assert gn >= accuracy_of(recorded["snn"], "if", None, 2) + 5

@@ -27,10 +27,10 @@ class PretrainedWeights:
 PRETRAINED: dict[tuple[str, str], PretrainedWeights] = {
     ("resnet20", "cifar10"): PretrainedWeights(
         file="resnet20_cifar10_qcfs_l8.pt",
-        sha256="dac0a6c7cdbb0a92e7d4146d38c2627bd3f5de09cd80e2dee683ce8424e9f88a",
+        sha256="533be2f817f877175b909ce9681927f6728a768e7913a6e6881a61bbe3956baa",
         command="groupsnn train --model resnet20 --data cifar10-folder --data-dir ../shared/data/cifar10 "
-                "--levels 8 --epochs 40 --lr 0.1 --batch-size 128 --out runs/cifar10_resnet20_e40/train && "
-                "groupsnn export runs/cifar10_resnet20_e40/train/checkpoint.pt "
+                "--levels 8 --epochs 85 --lr 0.1 --batch-size 128 --out runs/cifar10_resnet20_e85/train && "
+                "groupsnn export runs/cifar10_resnet20_e85/train/checkpoint.pt "
                 "--out src/groupsnn/models/weights/resnet20_cifar10_qcfs_l8.pt",
     ),
     ("resnet20", "cifar10-relu"): PretrainedWeights(
