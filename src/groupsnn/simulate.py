@@ -242,12 +242,13 @@ class StepRunner:
 
 
 @torch.no_grad()
-def simulate(snn: nn.Module, x: torch.Tensor, timesteps: int) -> torch.Tensor:
+def simulate(snn: nn.Module, x: torch.Tensor, timesteps: int, fold: bool = True) -> torch.Tensor:
     """Run ``snn`` in eval mode for ``timesteps`` steps on the constant input ``x``; returns the
     per-step outputs, shape ``[T, *output_shape]`` (their mean over the first t steps is the SNN's
-    prediction at time t). ``snn`` is left reset and in its own mode."""
+    prediction at time t). ``snn`` is left reset and in its own mode. ``fold=False`` runs the
+    network as it is (see ``evaluate``)."""
     (timesteps,) = check_timesteps(timesteps)
-    return torch.stack(list(StepRunner(snn).steps(x, timesteps)))
+    return torch.stack(list(StepRunner(snn, fold=fold).steps(x, timesteps)))
 
 
 @torch.no_grad()
