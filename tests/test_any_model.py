@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import groupsnn as gs
 from groupsnn.checkpoint import load_model, make_meta, save_checkpoint
-from groupsnn.convert import recipe
+from groupsnn.recipe import recipe
 from groupsnn.neurons import RateMaxPool
 from groupsnn.train import default_model_kwargs
 

@@ -156,7 +156,7 @@ def test_untraceable_model_gets_module_relus_replaced_with_a_warning():
                 return F.relu(self.fc(x))
             return self.relu(self.fc(x))
 
-    with pytest.warns(UserWarning, match="cannot trace Untraceable.*Functional activations"):
+    with pytest.warns(UserWarning, match="cannot trace Untraceable.*functional activations"):
         ann = gs.prepare(Untraceable())
     assert isinstance(ann.relu, QCFS)
     with warnings.catch_warnings(record=True):

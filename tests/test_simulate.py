@@ -162,8 +162,7 @@ def test_an_output_kept_by_a_hook_is_not_overwritten_by_a_neuron_firing_in_place
 
 def test_the_folded_copy_has_no_batchnorm_and_shares_the_neurons():
     snn = small_snn()
-    runner = StepRunner(snn)
-    static, dynamic = runner.fast
+    static, dynamic = StepRunner(snn).plan(torch.randn(2, 1, 8, 8)).fast
     folded = [m for part in (static, dynamic) for m in part.modules()]
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded)
     assert {id(m) for m in folded if isinstance(m, gs.GroupNeuron)} == \

@@ -6,24 +6,18 @@ channel, optionally after folding BatchNorm into the preceding conv/linear (``fu
 The percentile is streamed: each activation keeps a fixed-size histogram of its positive outputs
 (``StreamingHistogram``), so memory stays bounded whatever the amount of calibration data.
 """
-import copy
 import math
-import warnings
-from collections import Counter
-from itertools import islice
+from itertools import chain, islice
 from typing import Iterable, Optional
 
 import torch
 import torch.nn as nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from .convert import prepare, record, trace
+from .convert import prepare
+from .fold import fuse_batchnorm
 from .qcfs import QCFS
+from .recipe import record
 from .runtime import model_device
-
-_FUSE = {nn.Conv1d: fuse_conv_bn_eval, nn.Conv2d: fuse_conv_bn_eval, nn.Conv3d: fuse_conv_bn_eval,
-         nn.Linear: fuse_linear_bn_eval}
 
 
 class StreamingHistogram:
@@ -75,32 +69,6 @@ class StreamingHistogram:
         return torch.minimum(position.squeeze(1) * self.hi / counts.shape[1], self.max.clamp(min=0))
 
 
-def fuse_batchnorm(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """Fold every BatchNorm that directly follows a conv or linear layer (its only user) into that
-    layer, with the running statistics; the BatchNorm becomes ``nn.Identity``. In eval mode the
-    outputs are unchanged up to float rounding. BatchNorm after an activation stays. (Linear ->
-    BatchNorm1d is folded as on [B, C] inputs: BatchNorm1d over [B, C, L] normalises another dim.)"""
-    net = model if inplace else copy.deepcopy(model)
-    try:
-        graph = trace(net)
-    except Exception as err:  # noqa: BLE001  (anything fx raises means: cannot see the layer order)
-        warnings.warn(f"fuse_batchnorm: torch.fx cannot trace {type(net).__name__} ({type(err).__name__}); "
-                      "BatchNorm left unfused", stacklevel=2)
-        return net
-    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
-    for node in graph.nodes:
-        layer_node = node.args[0] if node.op == "call_module" and node.args else None
-        if not isinstance(layer_node, torch.fx.Node) or layer_node.op != "call_module" \
-                or len(layer_node.users) != 1 or calls[node.target] != 1 or calls[layer_node.target] != 1:
-            continue
-        bn, layer = net.get_submodule(node.target), net.get_submodule(layer_node.target)
-        fuse = _FUSE.get(type(layer))
-        if fuse is not None and isinstance(bn, _BatchNorm) and bn.track_running_stats:
-            net.set_submodule(layer_node.target, fuse(layer.eval(), bn.eval()))
-            net.set_submodule(node.target, nn.Identity())
-    return record(net, fuse_bn=True)
-
-
 def _threshold(hist: StreamingHistogram, percentile: float, shape: tuple, name: str) -> torch.Tensor:
     theta = hist.percentile(percentile)
     if not bool((theta > 0).any()):
@@ -123,7 +91,7 @@ def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_
     one θ per layer or, with ``per_channel``, per channel (dim 1). Max-pooling is kept
     (``maxpool="keep"``; ``convert`` makes it a ``RateMaxPool``, exact on rates) or replaced by
     average pooling (``"avg"``, as in ``prepare``; it breaks networks trained with max-pooling).
-    ``fuse_bn`` folds BatchNorm into the preceding conv/linear. The result is in eval mode and
+    ``fuse_bn`` folds BatchNorm into the preceding conv/linear where sound (``groupsnn.fold``). The result is in eval mode and
     follows ``prepare``'s contract (``inplace=True`` rewrites ``model`` itself or raises); its recipe
     notes these settings, so a checkpoint of it rebuilds the same network.
     """
@@ -134,8 +102,13 @@ def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_
         raise ValueError(f"batches must be a positive integer or None (all), got {batches!r}")
     # threshold ∞ with no levels is ReLU exactly: the statistics are those of the original network
     net = prepare(model, levels=None, threshold=math.inf, maxpool=maxpool, inplace=inplace).eval()
-    if fuse_bn:
-        fuse_batchnorm(net, inplace=True)
+    device = model_device(net)
+    inputs = ((b[0] if isinstance(b, (tuple, list)) else b).to(device) for b in islice(loader, batches))
+    first = next(inputs, None)
+    if first is None:
+        raise ValueError("calibrate(): the data loader yielded no batches")
+    if fuse_bn:  # the first batch shows where folding is sound (see groupsnn.fold)
+        fuse_batchnorm(net, example_input=first[:1], inplace=True)
     activations = {m: name for name, m in net.named_modules() if isinstance(m, QCFS)}
     histograms, shapes = {}, {}
 
@@ -148,10 +121,9 @@ def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_
         histograms[module].update(flat)
 
     hooks = [m.register_forward_hook(observe) for m in activations]
-    device = model_device(net)
     try:
-        for batch in islice(loader, batches):
-            net(batch[0].to(device) if isinstance(batch, (tuple, list)) else batch.to(device))
+        for x in chain([first], inputs):
+            net(x)
     finally:
         for hook in hooks:
             hook.remove()

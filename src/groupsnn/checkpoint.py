@@ -20,8 +20,9 @@ import torch.nn as nn
 
 from . import models
 from ._io import PathLike, atomic_write, file_sha256
-from .calibrate import fuse_batchnorm
-from .convert import prepare, recipe, record
+from .convert import prepare
+from .fold import fuse_batchnorm
+from .recipe import recipe, record
 from .qcfs import QCFS
 
 FORMAT = "groupsnn"

@@ -18,11 +18,12 @@ import torch
 import torch.nn as nn
 from torch import fx
 
-from .convert import trace
+from .graph import traced
 from .neurons import SpikingNeuron
 from .qcfs import QCFS
 from .runtime import model_device
-from .simulate import StepRunner, eval_mode
+from .runtime import eval_mode
+from .simulate import StepRunner
 
 MAX_SCALE = 4.0  # the most the secant step may enlarge a shift (it removed at least a quarter of the error)
 
@@ -73,9 +74,8 @@ def _up_to(model: nn.Module, name: str) -> nn.Module:
     """``model`` cut after its module ``name``, returning that module's output (the layers after it
     do not change it, and correcting it need not run them), sharing ``model``'s modules; ``model``
     itself where it cannot be traced."""
-    try:
-        graph = trace(model)
-    except Exception:  # noqa: BLE001  (StepRunner warns about untraceable models)
+    graph = traced(model, "correct()", "each layer is corrected by running the whole network")
+    if graph is None:
         return model
     nodes = list(graph.nodes)
     cut = next((i for i, n in enumerate(nodes) if n.op == "call_module" and n.target == name), None)

@@ -1,4 +1,6 @@
-"""What every part that runs a network needs: the device it lives on and checked time steps."""
+"""What every part that runs a network needs: its device, checked time steps, eval mode, reset."""
+import contextlib
+
 import torch
 import torch.nn as nn
 
@@ -16,3 +18,26 @@ def check_timesteps(timesteps) -> list[int]:
     if not steps or any(not isinstance(t, int) or isinstance(t, bool) or t < 1 for t in steps):
         raise ValueError(f"timesteps must be positive integers, got {timesteps!r}")
     return sorted(set(steps))
+
+
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module):
+    """The models in eval mode inside the block, back in their own modes after it."""
+    modes = [m.training for m in models]
+    try:
+        yield [m.eval() for m in models]
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+
+
+def is_stateful(module: nn.Module) -> bool:
+    """Whether ``module`` keeps state across calls (has a ``reset()``, as in SpikingJelly)."""
+    return callable(getattr(module, "reset", None))
+
+
+def reset(model: nn.Module) -> None:
+    """Reset every stateful module of ``model`` (its submodules with a ``reset()``)."""
+    for m in model.modules():
+        if m is not model and is_stateful(m):
+            m.reset()

@@ -1,18 +1,22 @@
 """Run an SNN over T time steps: ``simulate`` (per-step outputs) and ``evaluate`` (accuracy vs T).
 
-``StepRunner`` prepares a network for stepping, once per call of ``simulate`` or ``evaluate``:
+``StepRunner`` steps a network; what it prepares (its *plan*) is built at the first input and
+reused while the network's modules, parameters, buffers and settings and the input's shape stay
+the same (it checks their version counters at every call, so it never mixes old copies with new
+values). ``simulate`` and ``evaluate`` keep one runner per network, so calling them in a loop
+prepares the network once. A plan is:
 
 - **Static split.** The input is the same at every step, so everything computed before the first
-  stateful module (usually the first conv + BN) is computed once per input; the traced graph is
-  split into a static part and a per-step (dynamic) part. Whatever a per-step node changes in place
-  (``y.add_(z)``, ``out=``), and random ops, belong to the per-step part, so the split never changes
-  what stepping the whole model computes.
+  stateful module (usually the first conv + BN) is computed once per input: the graph layer's
+  static prefix (``graph.per_step_nodes``), which ``stats`` charges the same way.
 - **Folded copy.** It steps a copy of the network in which each BatchNorm after a conv or linear
-  layer is folded into that layer (``calibrate.fuse_batchnorm``) and 2-D convolutions run in the
-  channels-last layout. Only the stateless layers are copied: the neurons are the network's own, so
-  their state and ``reset`` work as before. Folding changes float rounding, so compare an SNN with
-  its ANN both run through ``simulate``/``evaluate`` (the ANN is folded the same way): with τ = L at
-  T = 1 the two are equal bit for bit. ``StepRunner(model, fold=False)`` steps the network as it is.
+  layer is folded into that layer where sound (``groupsnn.fold``, checked on the input's shapes) and
+  2-D convolutions run in the channels-last layout (``x.view`` becomes ``x.reshape`` there, which
+  is the same where ``view`` works; outputs are made contiguous). Only the stateless layers are
+  copied: the neurons are the network's own, so their state and ``reset`` work as before. Folding
+  changes float rounding, so compare an SNN with its ANN both run through ``simulate``/``evaluate``
+  (the ANN is folded the same way): with τ = L at T = 1 the two are equal bit for bit.
+  ``fold=False`` steps the network as it is: bit for bit what its own forward computes.
 - **Neurons fire in place.** In the per-step part, a neuron whose input is a temporary (a conv,
   BatchNorm or linear output, or a sum, used by nothing else) writes its output into it, as
   ``nn.ReLU(inplace=True)`` does: a step allocates no memory for neurons.
@@ -20,128 +24,34 @@
 With forward hooks on the network (``stats.layer_stats`` counts spikes with them) the runner steps
 the network's own modules, unfolded, and fires nothing in place, so each hook sees what it hooks.
 
-Measured on 2 idle CPU threads with glibc's default malloc (ResNet-20, batch 64, T = 4,
-``benchmarks/snn_eval.py``): the unfolded split took 1.54x the time of four forwards of the ReLU
-network, the folded channels-last copy 0.84x; compiling the per-step part (``compile=True``) gave
-0.93x after a 7 s compile, so it is off by default. Running all T steps at once through the stateless layers (T folded
-into the batch) was no faster and takes T times the memory, so steps run one by one.
+Measured on 2 idle CPU threads (ResNet-20, batch 64, T = 4, ``benchmarks/snn_eval.py``): see
+docs/benchmarks.md. Compiling the per-step part (``compile=True``) was no faster after a 7 s
+compile, so it is off by default. Running all T steps at once through the stateless layers (T
+folded into the batch) was no faster and takes T times the memory, so steps run one by one.
 """
-import contextlib
 import copy
 import inspect
-import operator
+import itertools
 import warnings
-from typing import Iterable, Iterator, Optional, Sequence
+import weakref
+from typing import Iterable, Iterator, NamedTuple, Optional, Sequence
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .calibrate import fuse_batchnorm
-from .convert import is_call, is_fresh, trace
+from .fold import fold_pairs, foldable_pairs
+from .graph import Unsplittable, is_fresh, split_static, tensor_shapes, trace, traced, writes_into
 from .neurons import SpikingNeuron
 from .progress import progress_bar
-from .runtime import check_timesteps, model_device
+from .runtime import check_timesteps, eval_mode, is_stateful, model_device, reset
 
-# calls whose result differs from call to call: each step must make its own draw
-_RANDOM_CALLS = {torch.rand, torch.randn, torch.randint, torch.rand_like, torch.randn_like,
-                 torch.randint_like, torch.bernoulli, torch.multinomial, torch.normal, torch.poisson,
-                 F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
-                 "bernoulli", "uniform_", "normal_", "random_", "exponential_", "geometric_", "cauchy_",
-                 "log_normal_"}
-
-
-def reset(model: nn.Module) -> None:
-    """Reset every stateful module (anything with a ``reset()``, as in SpikingJelly)."""
-    for m in model.modules():
-        if m is not model and _is_stateful(m):
-            m.reset()
-
-
-@contextlib.contextmanager
-def eval_mode(*models: nn.Module):
-    """The models in eval mode inside the block, back in their own modes after it."""
-    modes = [m.training for m in models]
-    try:
-        yield [m.eval() for m in models]
-    finally:
-        for m, mode in zip(models, modes):
-            m.train(mode)
-
-
-def _is_stateful(module: nn.Module) -> bool:
-    return callable(getattr(module, "reset", None))
+__all__ = ["simulate", "evaluate", "reset", "StepRunner"]
 
 
 def _has_hooks(model: nn.Module) -> bool:
     global_hooks = nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
     return bool(global_hooks) or any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
-
-
-def _mutates(model: nn.Module, node: fx.Node) -> list[fx.Node]:
-    """The nodes whose tensors ``node`` writes into: the first argument of an in-place call
-    (``y.add_(z)``, ``F.relu_(y)``, ``y[i] = z``, a module with ``inplace=True``) and ``out=``."""
-    written = [node.kwargs["out"]] if isinstance(node.kwargs.get("out"), fx.Node) else []
-    if node.op == "call_module":
-        in_place = getattr(model.get_submodule(node.target), "inplace", False) is True
-    elif node.op in ("call_method", "call_function"):
-        name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
-        in_place = node.target is operator.setitem or (name.endswith("_") and not name.endswith("__"))
-    else:
-        in_place = False
-    if in_place and node.args and isinstance(node.args[0], fx.Node):
-        written.append(node.args[0])
-    return written
-
-
-class _Unsplittable(Exception):
-    pass
-
-
-def _per_step_nodes(model: nn.Module, graph: fx.Graph) -> set[fx.Node]:
-    """The nodes to run at every step: stateful modules, random calls, the output, what depends on
-    them, and every tensor a per-step node writes into (with what it may be a view of), which must
-    then be made afresh at each step as stepping the whole model would."""
-    dynamic: set[fx.Node] = set()
-    while True:
-        for node in graph.nodes:
-            stateful = node.op == "call_module" and _is_stateful(model.get_submodule(node.target))
-            if stateful or is_call(node, _RANDOM_CALLS) or node.op == "output" or any(a in dynamic for a in node.all_input_nodes):
-                dynamic.add(node)
-        overwritten = [a for n in dynamic for a in _mutates(model, n) if a not in dynamic]
-        if not overwritten:
-            return dynamic
-        for node in overwritten:
-            while node is not None and node not in dynamic:
-                if node.op in ("placeholder", "get_attr"):
-                    raise _Unsplittable(f"a per-step operation writes into {node.op} {node.name!r} in place")
-                dynamic.add(node)
-                source = node.args[0] if node.args else None
-                node = source if not is_fresh(node, model) and isinstance(source, fx.Node) else None
-
-
-def _split_static(model: nn.Module, graph: fx.Graph, fire_in_place: bool) -> tuple[fx.GraphModule, fx.GraphModule]:
-    """``static(x) -> boundary values`` and ``dynamic(*boundary) -> output`` for one time step."""
-    dynamic = _per_step_nodes(model, graph)
-    boundary = [n for n in graph.nodes if n not in dynamic and any(u in dynamic for u in n.users)]
-
-    static_graph, env = fx.Graph(), {}
-    for node in graph.nodes:
-        if node not in dynamic:
-            env[node] = static_graph.node_copy(node, env.__getitem__)
-    static_graph.output(tuple(env[n] for n in boundary))
-
-    dynamic_graph, env = fx.Graph(), {}
-    for n in boundary:
-        env[n] = dynamic_graph.placeholder(n.name)
-    for node in graph.nodes:
-        if node in dynamic:
-            env[node] = dynamic_graph.node_copy(node, env.__getitem__)
-    if fire_in_place:
-        _fire_in_place(model, dynamic_graph)
-    # GraphModule shares (does not copy) the submodules, so neuron state lives in ``model``.
-    return fx.GraphModule(model, static_graph), fx.GraphModule(model, dynamic_graph)
 
 
 def _fire_in_place(model: nn.Module, graph: fx.Graph) -> None:
@@ -161,28 +71,63 @@ def _drop_identities(model: nn.Module, graph: fx.Graph) -> None:
             graph.erase_node(node)
 
 
-def _folded_copy(model: nn.Module) -> nn.Module:
-    """``model`` with BatchNorm folded into the layer before it and 2-D convolutions channels-last;
-    the stateful modules (neurons) are ``model``'s own, everything else is copied."""
-    stateful = [m for m in model.modules() if m is not model and _is_stateful(m)]
+def _views_to_reshapes(model: nn.Module, graph: fx.Graph) -> None:
+    """``x.view(shape)`` -> ``x.reshape(shape)`` where neither tensor is written in place: the same
+    values, and it also works on the channels-last tensors that ``view`` refuses."""
+    written = {a for n in graph.nodes for a in writes_into(model, n)}
+    for node in graph.nodes:
+        if (node.op == "call_method" and node.target == "view" and node not in written
+                and node.args[0] not in written and not any(isinstance(a, torch.dtype) for a in node.args[1:])):
+            node.target = "reshape"
+
+
+def _folded_copy(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, fx.Graph]:
+    """``model`` with BatchNorm folded where sound and 2-D convolutions channels-last, and its
+    graph; the stateful modules (neurons) are ``model``'s own, everything else is copied."""
+    stateful = [m for m in model.modules() if m is not model and is_stateful(m)]
     net = copy.deepcopy(model, memo={id(m): m for m in stateful})
     for m in net.modules():
-        if not _is_stateful(m):  # the neurons keep their flag and hooks: they belong to the caller
+        if not is_stateful(m):  # the neurons keep their flag and hooks: they belong to the caller
             m.training = False
             m._forward_hooks.clear()  # with hooks on the network, ``steps`` does not use this copy
             m._forward_pre_hooks.clear()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # traceable: ``StepRunner`` traced it already
-        net = fuse_batchnorm(net, inplace=True)
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            m.to(memory_format=torch.channels_last)
-    return net
+    graph = trace(net)
+    fold_pairs(net, foldable_pairs(net, graph, tensor_shapes(net, graph, x[:1])))
+    graph = trace(net)
+    _drop_identities(net, graph)
+    if any(isinstance(m, nn.Conv2d) for m in net.modules()):
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.to(memory_format=torch.channels_last)
+        _views_to_reshapes(net, graph)
+    return net, graph
 
 
 def _input_count(model: nn.Module) -> int:
     params = inspect.signature(model.forward).parameters.values()
     return sum(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+_SETTINGS = (bool, int, float, str, type(None))
+
+
+def fingerprint(model: nn.Module) -> tuple:
+    """What a plan depends on: which module sits where with which plain settings (``levels``,
+    ``tau``, ``inplace``...), and each parameter's and buffer's identity, memory and version
+    counter (which every in-place change, ``load_state_dict`` included, advances)."""
+    modules = tuple((name, id(m), tuple((k, v) for k, v in vars(m).items()
+                                        if k != "training" and not k.startswith("_") and isinstance(v, _SETTINGS)))
+                    for name, m in model.named_modules(remove_duplicate=False))
+    tensors = tuple((name, id(t), t.data_ptr(), t._version)
+                    for name, t in itertools.chain(model.named_parameters(), model.named_buffers()))
+    return modules, tensors
+
+
+class _Plan(NamedTuple):
+    key: tuple
+    fast: Optional[tuple]     # (static, dynamic) graph modules on the folded copy; None: whole model
+    hooked: Optional[tuple]   # (static, dynamic) on the network's own modules, for hooks
+    channels_last: bool
 
 
 class StepRunner:
@@ -198,47 +143,79 @@ class StepRunner:
             raise ValueError(f"simulate() and evaluate() feed one input tensor, but {type(model).__name__}."
                              f"forward takes {_input_count(model)} required inputs; wrap the model so "
                              "that forward(x) takes one")
-        self.model, self.channels_last = model, False
-        self.fast = self.hooked = None  # (static, dynamic) graph modules; None: step the whole model
+        self._model, self._ref = model, weakref.ref(model)
+        self.fold, self.compile = fold, compile
+        self._plan: Optional[_Plan] = None
+
+    @property
+    def model(self) -> nn.Module:
+        return self._ref()
+
+    def plan(self, x: torch.Tensor) -> _Plan:
+        """The plan for inputs like ``x``: the kept one while nothing it depends on changed."""
+        key = (fingerprint(self.model), tuple(x.shape[1:]), x.dtype, x.device)
+        if self._plan is None or self._plan.key != key:
+            self._plan = None  # never keep a stale plan, even if building the new one fails
+            self._plan = self._build(key, x)
+        return self._plan
+
+    def _build(self, key: tuple, x: torch.Tensor) -> _Plan:
+        model = self.model
         with eval_mode(model):
+            graph = traced(model, "simulate()", "running the whole model at every step")
             try:
-                graph = trace(model)
-                self.hooked = _split_static(model, graph, fire_in_place=False)
-            except Exception as err:  # noqa: BLE001  (whatever fx raises: the model cannot be split)
-                warnings.warn(f"simulate(): cannot split {type(model).__name__} into a static part and a "
-                              f"per-step part ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                              "running the whole model at every step", stacklevel=3)
-                return
-            net = _folded_copy(model) if fold else model
-            if fold:
-                graph = trace(net)
-                _drop_identities(net, graph)
-                self.channels_last = any(isinstance(m, nn.Conv2d) for m in net.modules())
-            static, dynamic = _split_static(net, graph, fire_in_place=True)
-            self.fast = static, torch.compile(dynamic) if compile else dynamic
+                hooked = None if graph is None else split_static(model, graph)
+            except Unsplittable as err:
+                warnings.warn(f"simulate(): {err}; running the whole model at every step", stacklevel=4)
+                hooked = None
+            if hooked is None:
+                return _Plan(key, None, None, False)
+            net, graph = _folded_copy(model, x) if self.fold else (model, graph)
+            static, dynamic = split_static(net, graph)
+            _fire_in_place(net, dynamic.graph)
+            dynamic.recompile()
+            channels_last = self.fold and any(isinstance(m, nn.Conv2d) for m in net.modules())
+            return _Plan(key, (static, torch.compile(dynamic) if self.compile else dynamic), hooked, channels_last)
 
     def steps(self, x: torch.Tensor, timesteps: int) -> Iterator[torch.Tensor]:
         """Reset the model, then yield its output (in eval mode) at steps 1..T; the model is reset
         and back in its own mode when the last step is taken (or the caller stops early)."""
         if not torch.isfinite(x).all():
             raise ValueError("the SNN input contains NaN or Inf values; clean the data first")
-        hooked = _has_hooks(self.model)
-        parts = self.hooked if hooked else self.fast
-        if self.channels_last and not hooked and x.dim() == 4:
+        model, plan = self.model, self.plan(x)
+        hooked = _has_hooks(model)
+        parts = plan.hooked if hooked else plan.fast
+        channels_last = plan.channels_last and not hooked
+        if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with eval_mode(self.model):
-            reset(self.model)
+        with eval_mode(model):
+            reset(model)
             try:
                 if parts is None:
                     for _ in range(timesteps):
-                        yield self.model(x)
+                        yield model(x)
                     return
                 static, dynamic = parts
                 boundary = static(x)
                 for _ in range(timesteps):
-                    yield dynamic(*boundary)
+                    out = dynamic(*boundary)
+                    yield out.contiguous() if channels_last and isinstance(out, torch.Tensor) else out
             finally:
-                reset(self.model)
+                reset(model)
+
+
+_RUNNERS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def runner_for(model: nn.Module, fold: bool = True) -> StepRunner:
+    """The ``StepRunner`` that ``simulate`` and ``evaluate`` keep for ``model`` (it holds the model
+    weakly, so the cache never keeps a network alive)."""
+    runners = _RUNNERS.setdefault(model, {})
+    if fold not in runners:
+        runner = StepRunner(model, fold=fold)
+        runner._model = None
+        runners[fold] = runner
+    return runners[fold]
 
 
 @torch.no_grad()
@@ -248,7 +225,7 @@ def simulate(snn: nn.Module, x: torch.Tensor, timesteps: int, fold: bool = True)
     prediction at time t). ``snn`` is left reset and in its own mode. ``fold=False`` runs the
     network as it is (see ``evaluate``)."""
     (timesteps,) = check_timesteps(timesteps)
-    return torch.stack(list(StepRunner(snn, fold=fold).steps(x, timesteps)))
+    return torch.stack(list(runner_for(snn, fold).steps(x, timesteps)))
 
 
 @torch.no_grad()
@@ -263,7 +240,7 @@ def evaluate(snn: nn.Module, loader: Iterable, timesteps: Sequence[int] = (1, 2,
     """
     steps = check_timesteps(timesteps)
     device = device or model_device(snn)
-    runner = StepRunner(snn, fold=fold)
+    runner = runner_for(snn, fold)
     correct, seen = dict.fromkeys(steps, 0), 0
     for x, y in progress_bar(loader, desc="evaluate", leave=False, disable=not progress):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

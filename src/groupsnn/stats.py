@@ -29,50 +29,34 @@ totals, per input sample. What is counted:
   neuron's output averaged over the T steps, on the same inputs (the SNN keeps the ANN's layer names).
 """
 import contextlib
-import operator
 from collections import defaultdict
 from typing import Iterable, Optional
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.func import functional_call
 
-from .convert import is_call, trace
+from .graph import flat_nodes, is_call, module_of, static_nodes, traced
 from .neurons import RateMaxPool, SpikingNeuron
+from .ops import SPIKE_LINEAR_CALLS, SPIKE_LINEAR_MODULES, SUM_CALLS, WEIGHTED
 from .qcfs import QCFS
-from .runtime import check_timesteps, model_device
-from .simulate import eval_mode, reset
+from .runtime import check_timesteps, eval_mode, model_device, reset
 
 AC_PJ, MAC_PJ = 0.9, 4.6  # energy per accumulate / multiply-accumulate, 32-bit float, 45 nm (Horowitz 2014)
 
-WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
-# operations linear in spike counts, through which spikes reach weighted layers; their first
-# argument is the data (a tensor, or for cat a list of tensors), the others are sizes or indices
-_PASS_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.modules.dropout._DropoutNd,
-                 nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd)
-_PASS_CALLS = {torch.flatten, torch.reshape, torch.cat, torch.squeeze, torch.unsqueeze, torch.transpose,
-               torch.permute, operator.getitem, F.dropout, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
-               F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, "flatten", "view",
-               "reshape", "contiguous", "squeeze", "unsqueeze", "transpose", "permute"}
-_SUM_CALLS = {operator.add, torch.add, "add"}  # data: the first two arguments, both tensors
 DENSE = ""  # the key of values that are not spikes (no neuron is named "": that is the model itself)
 
 
 def _data_args(model: nn.Module, node: fx.Node) -> int:
     """How many leading arguments of ``node`` carry spike counts through it (0: it stops them)."""
     if node.op == "call_module":
-        return 1 if isinstance(model.get_submodule(node.target), _PASS_MODULES) else 0
+        return 1 if isinstance(model.get_submodule(node.target), SPIKE_LINEAR_MODULES) else 0
     if not node.args:
         return 0
-    if is_call(node, _SUM_CALLS):
+    if is_call(node, SUM_CALLS):
         return 2 if len(node.args) == 2 and not node.kwargs and all(isinstance(a, fx.Node) for a in node.args) else 0
-    return 1 if is_call(node, _PASS_CALLS) else 0
-
-
-def _module(model: nn.Module, node: fx.Node) -> Optional[nn.Module]:
-    return model.get_submodule(node.target) if node.op == "call_module" else None
+    return 1 if is_call(node, SPIKE_LINEAR_CALLS) else 0
 
 
 def spike_keys(model: nn.Module, graph: fx.Graph) -> dict[fx.Node, frozenset]:
@@ -80,7 +64,7 @@ def spike_keys(model: nn.Module, graph: fx.Graph) -> dict[fx.Node, frozenset]:
     other values mixed in linearly)."""
     keys = {}
     for node in graph.nodes:
-        module = _module(model, node)
+        module = module_of(model, node)
         if isinstance(module, SpikingNeuron):
             keys[node] = frozenset([node.target])
         elif isinstance(module, RateMaxPool):
@@ -88,33 +72,21 @@ def spike_keys(model: nn.Module, graph: fx.Graph) -> dict[fx.Node, frozenset]:
             if source is not None and len(source) == 1 and DENSE not in source:
                 keys[node] = source
         elif _data_args(model, node):
-            found = [keys.get(a, frozenset([DENSE])) for a in _flat_nodes(node.args[:_data_args(model, node)])]
+            found = [keys.get(a, frozenset([DENSE])) for a in flat_nodes(node.args[:_data_args(model, node)])]
             if any(k != {DENSE} for k in found):
                 keys[node] = frozenset().union(*found)
     # keep the nodes whose spikes reach a weighted layer (the others feed neurons, or nothing)
     reach = set()
     for node in reversed(graph.nodes):
-        if isinstance(_module(model, node), WEIGHTED) and node.args and node.args[0] in keys:
+        if isinstance(module_of(model, node), WEIGHTED) and node.args and node.args[0] in keys:
             reach.add(node.args[0])
         elif node in reach and _data_args(model, node):
-            reach.update(a for a in _flat_nodes(node.args[:_data_args(model, node)]) if a in keys)
+            reach.update(a for a in flat_nodes(node.args[:_data_args(model, node)]) if a in keys)
     return {node: k for node, k in keys.items() if node in reach}
 
 
-def _flat_nodes(args) -> list:
-    nodes = []
-    fx.node.map_arg(args, nodes.append)
-    return nodes
-
-
 def _trace(model: nn.Module) -> fx.Graph:
-    try:
-        return trace(model)
-    except Exception as err:  # noqa: BLE001  (anything fx raises means: the graph is unknown)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ValueError(f"layer_stats(): torch.fx cannot trace {type(model).__name__} ({type(err).__name__}: "
-                         f"{first[:120]}); statistics follow spikes through the traced graph, so make "
-                         "forward() traceable (no control flow on tensor values)") from None
+    return traced(model, "layer_stats()")  # statistics follow spikes through the graph: no fallback
 
 
 def spike_sources(model: nn.Module) -> dict[str, tuple[str, ...]]:
@@ -123,19 +95,10 @@ def spike_sources(model: nn.Module) -> dict[str, tuple[str, ...]]:
     keys = spike_keys(model, graph)
     sources = {}
     for node in graph.nodes:
-        if isinstance(_module(model, node), WEIGHTED) and node.args[0] in keys:
+        if isinstance(module_of(model, node), WEIGHTED) and node.args[0] in keys:
             found = keys[node.args[0]] - {DENSE}
             sources[node.target] = tuple(sorted(set(sources.get(node.target, ())) | found))
     return sources
-
-
-def _static_nodes(model: nn.Module, graph: fx.Graph) -> set:
-    """The nodes computed before any stateful module: the same at every step."""
-    dynamic = set()
-    for node in graph.nodes:
-        if callable(getattr(_module(model, node), "reset", None)) or any(a in dynamic for a in node.all_input_nodes):
-            dynamic.add(node)
-    return {n for n in graph.nodes if n not in dynamic}
 
 
 def fan_out(layer: nn.Module, input_shape: torch.Size, device=None) -> torch.Tensor:
@@ -174,7 +137,7 @@ class _SpikeFollower(fx.Interpreter):
     def __init__(self, gm: fx.GraphModule, on_neuron):
         super().__init__(gm)
         self.keys = spike_keys(gm, gm.graph)
-        self.static = _static_nodes(gm, gm.graph)
+        self.static = static_nodes(gm, gm.graph)
         self.on_neuron = on_neuron
         self.counts, self.arrivals, self.dense_macs, self.macs = {}, defaultdict(int), 0.0, {}
         self.step = 0
@@ -190,7 +153,7 @@ class _SpikeFollower(fx.Interpreter):
 
     def run_node(self, node: fx.Node):
         out = super().run_node(node)
-        module = _module(self.module, node)
+        module = module_of(self.module, node)
         if isinstance(module, WEIGHTED):
             self._weighted(node, module, out)
         if isinstance(module, SpikingNeuron):

@@ -9,6 +9,8 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..runtime import eval_mode
+
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
 _PRETRAINED: Dict[Tuple[str, str], Callable[..., nn.Module]] = {}
 
@@ -66,8 +68,6 @@ def create(name: str, num_classes: Optional[int] = None, pretrained: Optional[st
 
 def check_input_shape(model: nn.Module, input_shape: tuple, what: str) -> None:
     """Raise a clear ValueError if ``model`` cannot take one input of ``input_shape`` (no batch)."""
-    from ..simulate import eval_mode
-
     try:
         with eval_mode(model), torch.no_grad():
             model(torch.zeros(1, *input_shape))

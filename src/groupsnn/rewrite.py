@@ -1,0 +1,173 @@
+"""Rewrite a network's call sites, the engine of ``prepare`` and ``convert`` (in the manner of
+``torch.ao.quantization``'s prepare/convert).
+
+Activation and pooling *call sites* are what get rewritten, found with the graph layer: a module,
+a functional call in ``forward`` (``F.relu``, ``torch.relu``, ``x.relu()``), and one module instance
+called at several places (each site gets its own module, since a stateful neuron shared by two
+sites would mix their membranes). A rule says, for each site, the module to call there instead.
+The result follows one contract:
+
+- when module swaps suffice (every site is a module called once), the result is the input's own
+  class, with its methods; every name a swapped module is stored under gets the new module;
+- otherwise it is a ``torch.fx.GraphModule`` (named so): the traced ``forward``, the same submodule
+  names plus the new ones, and none of the input's other methods. ``inplace=True`` refuses such
+  models with a ValueError naming the site, before anything is changed;
+- an in-place site whose write is seen later (``F.relu_(h)`` as a statement, ``nn.ReLU(inplace=True)``
+  on a tensor used again) keeps its effect: it becomes ``h.copy_(new(h.clone()))``.
+
+Models that ``torch.fx`` cannot trace get their activation modules swapped, with a warning.
+"""
+import copy
+from collections import Counter
+from typing import Callable, NamedTuple, Optional, Union
+
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .graph import call_name, enclosing_module, first_input, is_call, is_fresh, site_name, traced
+from .ops import IN_PLACE_ACTIVATION_CALLS, SITE_CALLS
+from .recipe import recipe, record
+
+
+class Site(NamedTuple):
+    """One call site: the called module (``args`` empty) or function / method name with its
+    arguments after the input; ``name`` says where it is, for messages and new module names."""
+    target: Union[nn.Module, Callable, str]
+    name: str
+    args: tuple = ()
+    kwargs: dict = {}
+
+
+Rule = Callable[[Site], Optional[nn.Module]]  # the module to call at a site instead, or None
+
+
+def _fresh_name(model: nn.Module, parent: str, base: str) -> str:
+    """``parent.base``, or ``parent.base_1``, ... whichever is free."""
+    owner = model.get_submodule(parent)
+    name, i = base, 0
+    while hasattr(owner, name):
+        i += 1
+        name = f"{base}_{i}"
+    return f"{parent}.{name}" if parent else name
+
+
+def _writes_input(node: fx.Node, model: nn.Module) -> bool:
+    """Whether the call at ``node`` writes its result into its input (``inplace=True``, ``relu_``)."""
+    if node.op == "call_module":
+        return getattr(model.get_submodule(node.target), "inplace", False) is True
+    if is_call(node, IN_PLACE_ACTIVATION_CALLS):
+        return True
+    return node.target is F.relu and node.kwargs.get("inplace", len(node.args) > 1 and node.args[1]) is True
+
+
+def _write_is_seen(node: fx.Node, model: nn.Module) -> bool:
+    """Whether writing into the input of ``node`` can be seen elsewhere: the input is used again, or
+    may share memory with another tensor (a view, the model's input, a parameter...)."""
+    x = first_input(node)
+    return not isinstance(x, fx.Node) or len(x.users) > 1 or not is_fresh(x, model)
+
+
+def _aliases(model: nn.Module) -> dict[int, list[str]]:
+    """Every name each submodule is stored under (``self.relu = self.act = nn.ReLU()``: two)."""
+    names = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(module), []).append(name)
+    return names
+
+
+def _swap_modules(model: nn.Module, rule: Rule) -> None:
+    replaced = {}
+    for name, module in list(model.named_modules(remove_duplicate=False)):
+        if not name:
+            continue
+        if id(module) not in replaced:
+            replaced[id(module)] = rule(Site(module, name))
+        if replaced[id(module)] is not None:
+            model.set_submodule(name, replaced[id(module)])
+
+
+class _Edit(NamedTuple):
+    node: fx.Node
+    new: nn.Module
+    keep_write: bool  # an in-place site whose write is seen: becomes ``x.copy_(new(x.clone()))``
+
+
+def _plan(model: nn.Module, graph: fx.Graph, rule: Rule) -> list[_Edit]:
+    """The new module of each call site the rule replaces; changes nothing."""
+    edits = []
+    for node in graph.nodes:
+        if node.op == "call_module":
+            new = rule(Site(model.get_submodule(node.target), node.target))
+        elif is_call(node, SITE_CALLS):
+            kwargs = dict(node.kwargs)
+            args = node.args or (kwargs.pop("input"),)
+            new = rule(Site(node.target, site_name(node), args[1:], kwargs))
+        else:
+            continue
+        if new is not None:
+            edits.append(_Edit(node, new, _writes_input(node, model) and _write_is_seen(node, model)))
+    return edits
+
+
+def _graph_change(edits: list[_Edit], calls: Counter) -> Optional[str]:
+    """Why ``edits`` need a new ``forward`` (None when module swaps suffice)."""
+    for node, _, keep_write in edits:
+        if node.op != "call_module":
+            return f"forward() calls {call_name(node)} at {site_name(node)!r}, which becomes a module call"
+        if calls[node.target] > 1:
+            return f"module {node.target!r} is called at {calls[node.target]} places, each of which gets its own"
+        if keep_write:
+            return f"module {node.target!r} writes into its input in place and the input is used again"
+    return None
+
+
+def rewrite(model: nn.Module, rule: Rule, what: str, inplace: bool = False) -> nn.Module:
+    """Apply ``rule`` at every call site of ``model`` (of a copy unless ``inplace``); returns the
+    rewritten model, which follows the contract of the module docstring."""
+    net = model if inplace else copy.deepcopy(model)
+    graph = traced(net, what, "swapped activation modules only: functional activations (F.relu, "
+                   "torch.relu, x.relu()) in forward() were left as they are, a module called at several "
+                   "places stays shared, and an nn.ReLU(inplace=True) no longer writes into its input")
+    if graph is None:
+        _swap_modules(net, rule)
+        return net
+
+    edits = _plan(net, graph, rule)
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    aliases = _aliases(net)
+    why = _graph_change(edits, calls)
+    if why is None:
+        for node, new, _ in edits:
+            for name in aliases[id(net.get_submodule(node.target))]:
+                net.set_submodule(name, new)
+        return net
+    if inplace:
+        raise ValueError(f"{what}: inplace=True cannot rewrite {type(model).__name__} in place ({why}); "
+                         "call it without inplace=True and use the torch.fx.GraphModule it returns")
+
+    for node, new, keep_write in edits:
+        if node.op == "call_module":
+            calls[node.target] -= 1
+            if calls[node.target] == 0:  # the last site keeps the original name (all of them)
+                name = node.target
+                for alias in aliases[id(net.get_submodule(name))]:
+                    net.set_submodule(alias, new)
+            else:
+                parent, _, leaf = node.target.rpartition(".")
+                name = _fresh_name(net, parent, leaf)
+                net.set_submodule(name, new, strict=False)
+        else:
+            name = _fresh_name(net, enclosing_module(node), call_name(node))
+            net.set_submodule(name, new, strict=False)
+        x = first_input(node)
+        with graph.inserting_before(node):
+            if keep_write:
+                out = graph.call_method("copy_", (x, graph.call_module(name, (graph.call_method("clone", (x,)),))))
+            else:
+                out = graph.call_module(name, (x,))
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+    graph.lint()
+    rewritten = fx.GraphModule(net, graph)
+    return record(rewritten, **(recipe(net) or {}))
