@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 import torch.nn as nn
@@ -167,3 +169,105 @@ def test_the_folded_copy_has_no_batchnorm_and_shares_the_neurons():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded)
     assert {id(m) for m in folded if isinstance(m, gs.GroupNeuron)} == \
         {id(m) for m in snn.modules() if isinstance(m, gs.GroupNeuron)}
+
+
+class AliasedSum(nn.Module):
+    """``z = y; z += 1`` changes ``y`` too: plain torch.fx traces it out of place."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.act, self.out = nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)
+
+    def forward(self, x):
+        y = self.fc(x)
+        z = y
+        z += 1
+        return self.out(self.act(y))
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_an_augmented_assignment_through_an_alias_is_computed_as_eager_pytorch_does(fold):
+    torch.manual_seed(0)
+    ann = gs.prepare(AliasedSum(), levels=4, threshold=1.0).eval()
+    snn, x = gs.convert(ann, "gn", tau=4), torch.randn(5, 4)
+    with torch.no_grad():
+        expected = ann(x)
+        assert torch.equal(gs.simulate(ann, x, 1, fold=fold)[0], expected)
+        gs.reset(snn)
+        stepped = torch.stack([snn(x) for _ in range(3)])
+        gs.reset(snn)
+    assert torch.equal(gs.simulate(snn, x, 3, fold=fold), stepped)
+
+
+def test_a_kept_runner_follows_new_weights_and_thresholds():
+    torch.manual_seed(0)
+    snn, other, x = small_snn(), small_snn(), torch.randn(5, 1, 8, 8)
+    for m in other.modules():
+        if isinstance(m, gs.GroupNeuron):
+            m.threshold.data.fill_(0.5)
+    runner = StepRunner(snn)
+    list(runner.steps(x, 2))
+    snn.load_state_dict(other.state_dict())
+    # the same path on both sides: a fresh runner of the other network
+    assert torch.equal(torch.stack(list(runner.steps(x, 2))), torch.stack(list(StepRunner(other).steps(x, 2))))
+    with torch.no_grad():
+        snn[0].weight.mul_(2)
+        other[0].weight.mul_(2)
+    assert torch.equal(torch.stack(list(runner.steps(x, 2))), torch.stack(list(StepRunner(other).steps(x, 2))))
+
+
+def test_simulate_prepares_a_network_once_and_again_when_it_changes(monkeypatch):
+    simulate_module = sys.modules["groupsnn.simulate"]  # gs.simulate is the function
+    built = []
+    original = simulate_module._folded_copy
+    monkeypatch.setattr(simulate_module, "_folded_copy", lambda *a: built.append(1) or original(*a))
+    snn, x = small_snn(), torch.randn(5, 1, 8, 8)
+    first = gs.simulate(snn, x, 2)
+    for _ in range(3):
+        assert torch.equal(gs.simulate(snn, x, 2), first)
+    gs.evaluate(snn, [(x, torch.zeros(5, dtype=torch.long))], [1, 2])
+    assert len(built) == 1
+    with torch.no_grad():
+        snn[4].bias.add_(1.0)
+    assert not torch.equal(gs.simulate(snn, x, 2), first) and len(built) == 2
+    snn[6] = nn.Linear(8, 3)  # a new module: a new plan
+    gs.simulate(snn, x, 2)
+    assert len(built) == 3
+
+
+def test_the_runner_cache_does_not_keep_a_network_alive():
+    import gc
+    import weakref
+    snn = small_snn()
+    gs.simulate(snn, torch.randn(2, 1, 8, 8), 1)
+    ref = weakref.ref(snn)
+    del snn
+    gc.collect()
+    assert ref() is None
+
+
+class LeNetView(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.act, self.fc = nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        h = self.act(self.conv(x))
+        return self.fc(h.view(h.size(0), -1))
+
+
+def test_view_after_a_convolution_works_on_the_channels_last_copy():
+    torch.manual_seed(0)
+    net, x = LeNetView().eval(), torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        # a plain ReLU network: channels-last convolutions sum in another order, so close, not equal
+        torch.testing.assert_close(gs.simulate(net, x, 1)[0], net(x), rtol=1e-5, atol=1e-6)
+    snn = gs.convert(gs.prepare(net, levels=4, threshold=1.0), "gn", tau=4)
+    assert gs.simulate(snn, x, 2).shape == (2, 5, 3)
+
+
+def test_simulate_outputs_are_contiguous_in_the_networks_layout():
+    snn = gs.convert(gs.prepare(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3)), levels=4,
+                                threshold=1.0), "gn", tau=4)
+    out = gs.simulate(snn, torch.randn(3, 1, 8, 8), 2)
+    assert out.shape == (2, 3, 2, 4, 4) and out.is_contiguous()
