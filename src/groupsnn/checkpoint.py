@@ -5,11 +5,13 @@ A checkpoint is a dict ``{"format": "groupsnn", "format_version", "meta", "model
 levels, data set, seed, package version), so ``load_model(path)`` needs nothing else. Training
 checkpoints add the optimiser, scheduler, AMP scaler and RNG states, and the epoch.
 
-``meta["network"]`` (added by ``save_checkpoint`` for a model that ``prepare``, ``calibrate`` or
-``fuse_batchnorm`` made) is that model's recipe: QCFS levels, max-pooling kept or averaged,
-BatchNorm folded or not, the calibration settings, and the shape of every QCFS threshold (one per
-layer, or per channel). ``build_model`` replays it. Checkpoints without it were made by ``prepare``
-with the default max-pooling replacement and one threshold per layer, and are rebuilt that way.
+``meta["network"]`` (added by ``save_checkpoint`` for a model that ``prepare``, ``calibrate``,
+``fuse_batchnorm`` or ``convert`` made) is that model's recipe: QCFS levels, max-pooling kept or
+averaged, which BatchNorms were folded, the calibration settings, the neurons (``snn``: kind, τ,
+signed), the shape of every QCFS or neuron threshold (one per layer, or per channel) and of every
+initial membrane that ``correct`` set. ``build_model`` replays it, so an SNN reloads as the SNN.
+Checkpoints without it were made by ``prepare`` with the default max-pooling replacement and one
+threshold per layer, and are rebuilt that way.
 """
 import io
 from pathlib import Path
@@ -20,10 +22,11 @@ import torch.nn as nn
 
 from . import models
 from ._io import PathLike, atomic_write, file_sha256
-from .convert import prepare
-from .fold import fuse_batchnorm
-from .recipe import recipe, record
+from .convert import convert, prepare
+from .fold import fold_pairs, fuse_batchnorm
+from .neurons import SpikingNeuron
 from .qcfs import QCFS
+from .recipe import recipe, record
 
 FORMAT = "groupsnn"
 FORMAT_VERSION = 1
@@ -107,13 +110,16 @@ def _structure_problem(meta, weights) -> Optional[str]:
 
 
 def network_record(model: nn.Module) -> Optional[dict]:
-    """``model``'s recipe with the shape of each QCFS threshold, or None for a model groupsnn did not
-    make (see the module docstring)."""
+    """``model``'s recipe with the shape of each QCFS or neuron threshold and of each initial
+    membrane set by ``correct``, or None for a model groupsnn did not make (see the module docstring)."""
     made = recipe(model)
     if made is None:
         return None
-    shapes = {name: list(m.threshold.shape) for name, m in model.named_modules() if isinstance(m, QCFS)}
-    return {**made, "threshold_shapes": shapes}
+    modules = list(model.named_modules())
+    thresholds = {name: list(m.threshold.shape) for name, m in modules if isinstance(m, (QCFS, SpikingNeuron))}
+    v_init = {name: list(m.v_init.shape) for name, m in modules
+              if isinstance(m, SpikingNeuron) and m.v_init is not None}
+    return {**made, "threshold_shapes": thresholds, **({"v_init_shapes": v_init} if v_init else {})}
 
 
 def build_model(meta: dict) -> nn.Module:
@@ -122,8 +128,11 @@ def build_model(meta: dict) -> nn.Module:
     network = meta.get("network")
     if network is None:  # a checkpoint from before recipes: prepare(levels) made it, if it has levels
         return prepare(net, levels=meta["levels"], inplace=True) if meta.get("levels") else net
-    if network.get("fuse_bn"):
+    folded = network.get("fuse_bn")
+    if folded is True:  # recorded before the folded pairs were: the registry's models fold conv pairs only
         fuse_batchnorm(net.eval(), inplace=True)
+    elif folded:
+        fold_pairs(net.eval(), folded)
     if "maxpool" in network:
         net = prepare(net, levels=network["levels"], maxpool=network["maxpool"])
     modules = dict(net.named_modules())
@@ -131,7 +140,14 @@ def build_model(meta: dict) -> nn.Module:
         qcfs = modules.get(name)
         if isinstance(qcfs, QCFS):  # a missing one is a wrong architecture: loading the weights says so
             qcfs.threshold = nn.Parameter(qcfs.threshold.detach().expand(shape).clone())
-    return record(net, **{k: v for k, v in network.items() if k != "threshold_shapes"})
+    if "snn" in network:
+        net = convert(net, **network["snn"])
+        modules = dict(net.named_modules())
+        for name, shape in network.get("v_init_shapes", {}).items():
+            if isinstance(modules.get(name), SpikingNeuron):
+                modules[name].v_init = torch.zeros(shape)
+    kept = {k: v for k, v in network.items() if k not in ("threshold_shapes", "v_init_shapes")}
+    return record(net, **kept)
 
 
 def load_model(path: PathLike) -> tuple[nn.Module, dict]:

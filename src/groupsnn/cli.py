@@ -101,30 +101,58 @@ def _source(args, meta: dict) -> dict:
             **({"signed": True} if args.signed else {})}
 
 
-def _load_qcfs(path: Path):
-    """``(ann, meta)`` of a checkpoint holding a QCFS network (one that converts to an SNN)."""
+def _load_network(path: Path, snn_allowed: bool = False):
+    """``(model, meta)`` of a checkpoint holding a QCFS network (one that converts to an SNN), or,
+    where ``snn_allowed``, an SNN."""
     from .checkpoint import load_model
+    from .neurons import SpikingNeuron
     from .qcfs import QCFS
 
-    ann, meta = load_model(path)
-    if not any(isinstance(m, QCFS) for m in ann.modules()):  # what its meta["network"] rebuilt
+    model, meta = load_model(path)
+    if any(isinstance(m, SpikingNeuron) for m in model.modules()):
+        if not snn_allowed:
+            raise ValueError(f"{path} holds an SNN; this command converts a QCFS network itself: give it the "
+                             "checkpoint of the QCFS network the SNN was converted from")
+    elif not any(isinstance(m, QCFS) for m in model.modules()):  # what its meta["network"] rebuilt
         raise ValueError(f"{path} holds a plain ReLU network; convert it with "
                          "`groupsnn convert --from-relu` (calibration) instead")
-    return ann, meta
+    return model, meta
+
+
+def _load_qcfs(path: Path):
+    return _load_network(path)
+
+
+def _saved_neurons(args, snn_recipe: dict) -> tuple[str, int, bool]:
+    """The neurons of a saved SNN, refusing options that ask for others."""
+    saved = (snn_recipe["neuron"], snn_recipe["tau"], snn_recipe["signed"])
+    asked = (args.neuron, args.tau if args.neuron != "if" else 1, args.signed or None)
+    if any(a is not None and a != b for a, b in zip(asked, saved)):
+        from .report import neuron_label
+        raise ValueError(f"{args.checkpoint} holds an SNN of {neuron_label(saved[0], saved[1], saved[2])} neurons; "
+                         "drop --neuron/--tau/--signed, or evaluate the QCFS checkpoint it was converted from")
+    return saved
 
 
 def _cmd_evaluate(args) -> None:
     from .convert import convert
+    from .recipe import recipe
     from .report import accuracy_rows, format_table, write_csv
     from .simulate import evaluate
 
+    model, meta = _load_network(args.checkpoint, snn_allowed=True)
+    saved = (recipe(model) or {}).get("snn")
+    if saved:
+        args.neuron, args.tau, args.signed = _saved_neurons(args, saved)
+    else:
+        args.neuron, args.tau = args.neuron or "gn", args.tau or 4
     name = f"evaluate_{args.neuron}" + (f"_tau{args.tau}" if args.neuron == "gn" else "") + "_signed" * args.signed
     out = check_out_dir(args.out or Path(args.checkpoint).parent, [f"{name}.json", f"{name}.csv"], args.overwrite)
-    ann, meta = _load_qcfs(args.checkpoint)
     loader = _test_loader(meta, args)
-    snn = convert(ann, neuron=args.neuron, tau=args.tau, signed=args.signed)
+    snn = model if saved else convert(model, neuron=args.neuron, tau=args.tau, signed=args.signed)
     tau = args.tau if args.neuron == "gn" else None
-    results = {"ann_accuracy": round(evaluate(ann, loader, [1], progress=True)[1], 4), "levels": meta["levels"],
+    results = {**({} if saved else {"ann_accuracy": round(evaluate(model, loader, [1], progress=True)[1], 4)}),
+               "levels": meta["levels"],
                "snn": accuracy_rows(args.neuron, tau, evaluate(snn, loader, args.timesteps, progress=True),
                                     args.signed),
                **_source(args, meta)}
@@ -347,8 +375,9 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_cmd_train)
 
     ev = _checkpoint_command(commands, "evaluate", "accuracy of a checkpoint's SNN at several T", _cmd_evaluate)
-    ev.add_argument("--neuron", choices=["gn", "if"], default="gn")
-    ev.add_argument("--tau", type=_positive_int, default=4, help="Group Neuron members")
+    ev.add_argument("--neuron", choices=["gn", "if"],
+                    help="neuron kind (default: gn; a saved SNN: its own)")
+    ev.add_argument("--tau", type=_positive_int, help="Group Neuron members (default: 4; a saved SNN: its own)")
     ev.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
 
     sw = _checkpoint_command(commands, "sweep", "accuracy of IF and GN of several sizes at several T, with plots",

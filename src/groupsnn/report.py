@@ -38,7 +38,8 @@ def format_table(results: dict) -> str:
     """Accuracy (%) with one line per neuron and one column per T, under the ANN's accuracy; then,
     for rows with ``snn_energy_uj``, the energy per image the same way."""
     ann = results.get("ann", f"QCFS ANN (L={results['levels']})")  # e.g. "ReLU ANN" (groupsnn convert)
-    lines = [f"{ann}: {results['ann_accuracy']:.2f} %", *_grid(results["snn"], "accuracy", ".2f")]
+    lines = [f"{ann}: {results['ann_accuracy']:.2f} %"] if "ann_accuracy" in results else []  # a saved SNN: none
+    lines += _grid(results["snn"], "accuracy", ".2f")
     if results["snn"] and "snn_energy_uj" in results["snn"][0]:
         lines += [f"energy per image (µJ; ANN {results['ann_energy_uj']:.4g}):",
                   *_grid(results["snn"], "snn_energy_uj", ".4g")]
