@@ -31,6 +31,8 @@ from typing import NamedTuple, Optional
 import torch
 import torch.nn as nn
 
+from .qcfs import level_value, shifted
+
 
 class NeuronState(NamedTuple):
     v: torch.Tensor  # membrane potential in units of one spike (θ/τ for GN, θ for IF)
@@ -42,8 +44,7 @@ def _integrate(x: torch.Tensor, state: Optional[NeuronState], scale: torch.Tenso
     """The membrane after input ``x``: ``x·scale + v_init`` at the first step (with ``v_init`` None:
     ``+ 1/2``, QCFS's float ops), else ``v + x·scale``, written into ``state.v`` when ``inplace``."""
     if state is None:
-        v = x * scale
-        return v.add_(0.5 if v_init is None else v_init.to(x.dtype))
+        return shifted(x, scale, 0.5 if v_init is None else v_init.to(x.dtype))
     return state.v.addcmul_(x, scale) if inplace else torch.addcmul(state.v, x, scale)
 
 
@@ -88,7 +89,7 @@ def gn_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tens
     before the first input. Pure: neither ``x`` nor ``state`` is modified.
     """
     spikes, state, threshold = _gn_update(x, state, threshold, tau, inplace=False, v_init=v_init, signed=signed)
-    return spikes / tau * threshold, spikes, state  # QCFS's ops: τ·θ/τ is exactly θ
+    return level_value(spikes, tau, threshold), spikes, state
 
 
 def if_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor,
@@ -200,9 +201,7 @@ class SpikingNeuron(StatefulModule):
         spikes, self.state, threshold = _gn_update(x, self.state, self.threshold, self.tau, inplace=True,
                                                    out=x if inplace else None, v_init=self.v_init,
                                                    signed=self.signed)
-        if self.tau & (self.tau - 1) == 0:  # τ = 2^k: n/τ and θ/τ are exact, so n·(θ/τ) is (n/τ)·θ bit for bit
-            return spikes.mul_(threshold / self.tau)
-        return spikes.div_(self.tau).mul_(threshold)
+        return level_value(spikes, self.tau, threshold, inplace=True)
 
     def extra_repr(self) -> str:
         return f"step_mode={self.step_mode!r}" + (", signed=True" if self.signed else "")

@@ -18,14 +18,26 @@ import torch
 import torch.nn as nn
 
 
-def quantize(x: torch.Tensor, scale: torch.Tensor, levels: int) -> torch.Tensor:
-    """Level index ``clamp(floor(x·scale + 1/2), 0, levels)`` with ``scale = levels/θ``.
+# The two functions below are the whole of "τ = L at T = 1 is the QCFS network bit for bit": QCFS
+# and the Group Neuron's first step both compute their level with ``shifted`` and their output
+# with ``level_value``, the same float operations in the same order.
 
-    The Group Neuron's first step computes exactly these float operations, which is why an SNN
-    with τ = L at T = 1 reproduces the QCFS network bit for bit.
-    """
+def shifted(x: torch.Tensor, scale: torch.Tensor, shift=0.5) -> torch.Tensor:
+    """``x·scale + shift`` as a new tensor: QCFS's pre-floor value (``scale = L/θ``), and a Group
+    Neuron's membrane after its first input (``scale = τ/θ``, ``shift`` its initial membrane)."""
     v = x * scale
-    return v.add_(0.5).floor_().clamp_(0, levels)
+    return v.add_(shift)
+
+
+def level_value(n: torch.Tensor, levels: int, threshold: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """The value of level ``n`` of ``levels``, ``(n/L)·θ`` (in ``n`` itself if ``inplace``), rather
+    than ``n·(θ/L)``: the top level is then exactly θ whatever the rounding."""
+    return n.div_(levels).mul_(threshold) if inplace else n / levels * threshold
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, levels: int) -> torch.Tensor:
+    """Level index ``clamp(floor(x·scale + 1/2), 0, levels)`` with ``scale = levels/θ``."""
+    return shifted(x, scale).floor_().clamp_(0, levels)
 
 
 class QCFSFunction(torch.autograd.Function):
@@ -42,8 +54,7 @@ class QCFSFunction(torch.autograd.Function):
         ctx.levels = levels
         ctx.save_for_backward(x, threshold)
         threshold = threshold.to(x.dtype)
-        # (n/L)·θ rather than n·(θ/L): the top level is then exactly θ, whatever the rounding
-        return quantize(x, levels / threshold, levels).div_(levels).mul_(threshold)
+        return level_value(quantize(x, levels / threshold, levels), levels, threshold, inplace=True)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
