@@ -1,4 +1,5 @@
 import json
+import operator
 
 import pytest
 import torch
@@ -6,7 +7,8 @@ import torch.nn as nn
 
 import groupsnn as gs
 from groupsnn.cli import main
-from groupsnn.stats import fan_out, layer_stats, spike_sources
+from groupsnn.graph import trace
+from groupsnn.stats import energy_by_timesteps, fan_out, layer_stats, spike_sources
 from groupsnn.train import RunConfig, TrainConfig, train
 
 
@@ -197,3 +199,108 @@ def test_an_untraceable_model_is_a_clear_error():
         snn = gs.convert(gs.prepare(Untraceable(), levels=2))
     with pytest.raises(ValueError, match="cannot trace Untraceable"):
         layer_stats(snn, [torch.ones(1, 2)], timesteps=1)
+
+
+class Halves(nn.Module):
+    """Linear(2→6) + ReLU whose spikes reach Linear(3→4) and Linear(3→5) through ``route``."""
+
+    def __init__(self, route):
+        super().__init__()
+        self.route = route
+        self.fc, self.relu, self.fc_a, self.fc_b = nn.Linear(2, 6), nn.ReLU(), nn.Linear(3, 4), nn.Linear(3, 5)
+
+    def forward(self, x):
+        h = self.relu(self.fc(x))
+        a, b = {
+            "chunk": lambda: h.chunk(2, dim=1),
+            "torch.chunk": lambda: torch.chunk(h, 2, 1),
+            "split": lambda: h.split(3, dim=1),
+            "torch.split": lambda: torch.split(h, [3, 3], dim=1),
+            "index": lambda: (h[:, :3], h[:, 3:]),
+            "mean": lambda: (h.view(-1, 2, 3).mean(1), torch.mean(h.view(-1, 3, 2), dim=2)),
+            "sum": lambda: (h.view(-1, 2, 3).sum(1), torch.sum(h.view(-1, 3, 2), dim=2)),
+        }[self.route]()
+        return torch.cat([self.fc_a(a), self.fc_b(b)], 1)
+
+
+@pytest.mark.parametrize("route", ["chunk", "torch.chunk", "split", "torch.split", "index", "mean", "sum"])
+def test_spikes_are_followed_through_chunk_split_mean_sum_and_indexing(route):
+    ann = gs.prepare(Halves(route), levels=2, threshold=1.0).eval()
+    snn, x = gs.convert(ann, "gn", tau=2), torch.randn(8, 2) * 2
+    stats = layer_stats(snn, [x], timesteps=3)
+    neuron = snn.relu
+    spikes = gs.simulate(nn.Sequential(snn.fc, neuron), x, 3).sum((0, 1)) * neuron.tau / neuron.threshold
+    first, second = spikes[:3].sum().item(), spikes[3:].sum().item()
+    assert first > 0 and second > 0
+    # a spike at input p of a linear layer costs its out_features accumulates; after a mean over 2
+    # values it counts 1/2 there, after a sum 1
+    expected = {"mean": (first + second) * (4 + 5) / 2,
+                "sum": (first + second) * (4 + 5)}.get(route, first * 4 + second * 5)
+    (layer,) = stats["layers"]
+    assert layer["sops"] == pytest.approx(expected / 8)
+    assert stats["totals"]["snn_macs"] == pytest.approx(2 * 6)  # only fc, once per input
+
+
+def test_spikes_are_followed_through_an_in_place_sum():
+    class Net(TwoBranches):
+        def forward(self, x):
+            a, b = self.relu1(self.fc1(x)), self.relu2(self.fc2(x))
+            a += b
+            return self.fc3(a) + self.fc3(b)
+
+    ann = gs.prepare(Net("add"), levels=2, threshold=1.0).eval()
+    snn = gs.convert(ann, "gn", tau=2)
+    assert any(n.target is operator.iadd for n in trace(snn).nodes)  # traced as in place
+    stats = layer_stats(snn, [torch.randn(4, 2) * 2], timesteps=3)
+    spikes = {r["layer"]: r["firing_rate"] * r["neurons"] * 3 for r in stats["layers"]}
+    assert spikes["relu1"] > 0 and spikes["relu2"] > 0
+    # relu1's spikes reach fc3 once, relu2's twice (in a += b and in fc3(b)); fc3 has 2 outputs
+    assert {r["layer"]: r["sops"] for r in stats["layers"]} == pytest.approx(
+        {"relu1": spikes["relu1"] * 2, "relu2": spikes["relu2"] * 2 * 2})
+
+
+class NoisyInput(nn.Module):
+    """Linear(2→3) on the input plus noise, ReLU, Linear(3→2): the first layer is not static."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.relu, self.fc2 = nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc2(self.relu(self.fc1(x + torch.randn_like(x))))
+
+
+def test_a_layer_after_a_random_draw_costs_macs_at_every_step():
+    snn = gs.convert(gs.prepare(NoisyInput(), levels=2).eval(), "gn", tau=2)
+    x = torch.randn(4, 2)
+    stats = layer_stats(snn, [x], timesteps=3)
+    assert stats["totals"]["snn_macs"] == pytest.approx(6 * 3)  # fc1's 2x3 MACs at each of 3 steps
+    assert stats["totals"]["sops"] > 0
+    by_t = energy_by_timesteps(snn, [x], [1, 3])["timesteps"]
+    assert [by_t[t]["snn_macs"] for t in (1, 3)] == pytest.approx([6, 18])
+
+
+class UnequalCat(nn.Module):
+    """Linear(2→2) + ReLU and Linear(2→4) + ReLU whose spikes are concatenated into Linear(6→3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.relu1, self.relu2 = nn.Linear(2, 2), nn.Linear(2, 4), nn.ReLU(), nn.ReLU()
+        self.fc3 = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc3(torch.cat([self.relu1(self.fc1(x)), self.relu2(self.fc2(x))], 1))
+
+
+@pytest.mark.parametrize("net, macs", [
+    (TwoBranches("cat"), {"relu1": 6, "relu2": 6}),        # Linear(6→2), fed half by each
+    (TwoBranches("cat-view"), {"relu1": 6, "relu2": 6}),
+    (TwoBranches("add"), {"relu1": 3, "relu2": 3}),        # Linear(3→2) on a + b
+    (TwoBranches("image"), {"relu1": 6, "relu2": 0}),      # Linear(5→2): 3 of 5 inputs are spikes
+    (UnequalCat(), {"relu1": 6, "relu2": 12}),             # Linear(6→3): 2 and 4 of 6 inputs
+], ids=["cat", "cat-view", "add", "image", "unequal-cat"])
+def test_a_layer_fed_by_several_sources_splits_its_ann_macs_among_them(net, macs):
+    ann = gs.prepare(net, levels=2, threshold=1.0).eval()
+    stats = layer_stats(gs.convert(ann, "gn", tau=2), [torch.randn(4, 2)], timesteps=2)
+    assert {r["layer"]: r["macs"] for r in stats["layers"]} == pytest.approx(macs)
+    assert sum(r["macs"] for r in stats["layers"]) <= stats["totals"]["ann_macs"]

@@ -63,13 +63,14 @@ RANDOM_CALLS = {torch.rand, torch.randn, torch.randint, torch.rand_like, torch.r
                 "log_normal_"}
 
 # -- spikes (stats): weighted layers, and operations linear in spike counts, through which spikes
-# reach them; their first argument is the data (a tensor, or for cat a list of tensors), the
-# others are sizes, dims or indices
+# reach them; their first argument is the data (a tensor, a list of tensors for cat, a tuple of
+# them for getitem after chunk or split), the others are sizes, dims or indices
 WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
 SPIKE_LINEAR_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.modules.dropout._DropoutNd,
                         nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd)
 SPIKE_LINEAR_CALLS = {torch.flatten, torch.reshape, torch.cat, torch.squeeze, torch.unsqueeze, torch.transpose,
-                      torch.permute, operator.getitem, F.dropout, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
-                      F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, "flatten", "view",
-                      "reshape", "contiguous", "squeeze", "unsqueeze", "transpose", "permute"}
+                      torch.permute, torch.chunk, torch.split, torch.mean, torch.sum, operator.getitem,
+                      F.dropout, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
+                      F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, "flatten", "view", "reshape", "contiguous",
+                      "squeeze", "unsqueeze", "transpose", "permute", "chunk", "split", "mean", "sum"}
 SUM_CALLS = {operator.add, operator.iadd, torch.add, "add"}  # data: the first two arguments, both tensors

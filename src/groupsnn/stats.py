@@ -10,21 +10,25 @@ totals, per input sample. What is counted:
   them alone, per neuron per step (0 for plain neurons).
 - ``sops`` (synaptic operations, over all T steps): the accumulates the layer's spikes drive in
   the weighted layers (conv, linear modules) they reach, directly or through operations that
-  are linear in spike counts: views and reshapes, flatten, dropout, average pooling, ``torch.cat``,
-  additions of tensors, indexing; and through max-pooling on rates (``RateMaxPool``) of one
-  layer's spikes. A spike arriving at input p of such a layer costs fan-out(p) accumulates, the
-  number of weights the layer multiplies p with (fewer at padded borders). Pooling acts on spike
-  counts as on spikes, so after a k-input average pool a spike counts 1/k at each pooled input.
-  Spikes of several layers meeting in a ``cat`` or a sum are each charged to their own layer.
+  are linear in spike counts: views and reshapes, flatten, dropout, average pooling, means and
+  sums along dims, ``torch.cat``, ``chunk`` and ``split``, indexing, additions of tensors (``+=``
+  too); and through max-pooling on rates (``RateMaxPool``) of one layer's spikes. A spike arriving
+  at input p of such a layer costs fan-out(p) accumulates, the number of weights the layer
+  multiplies p with (fewer at padded borders). These operations act on spike counts as on
+  spikes, so after a k-input average pool or mean a spike counts 1/k at each pooled input (after a
+  sum, 1). Spikes of several layers meeting in a ``cat`` or a sum are each charged to their own layer.
 - ``macs``: the multiply-accumulates of the same weighted layers in the ANN, one forward:
-  outputs × weights per output, padding included, as dense hardware computes them.
+  outputs × weights per output, padding included, as dense hardware computes them. A layer fed by
+  several sources (spikes of several layers, or spikes and other values) is split among them in
+  proportion to the inputs each provides, weighted by fan-out (half each for a ``cat`` of two equal
+  halves, or for a sum), so the rows add up to at most the ANN's total.
 - totals: the SNN also computes MACs in weighted layers not fed by spikes: once per input for
-  those before every neuron (the first layer sees the same image at every step), once per step for
-  the others; a layer fed by spikes and other values (``cat`` of spikes with the image, spikes plus
-  a dense tensor) pays fan-out(p) MACs per step for each non-spike input p. Energy at 0.9 pJ per
-  accumulate and 4.6 pJ per multiply-accumulate (32-bit float in 45 nm, Horowitz, ISSCC 2014).
-  BatchNorm (which folds into the layer before it), pooling, additions and neuron updates are
-  counted in neither.
+  those in the static prefix (``graph.static_nodes``: they depend on no neuron and no random draw,
+  and ``simulate`` computes them once per input), once per step for the others; a layer fed by
+  spikes and other values (``cat`` of spikes with the image, spikes plus a dense tensor) pays
+  fan-out(p) MACs per step for each non-spike input p. Energy at 0.9 pJ per accumulate and 4.6 pJ
+  per multiply-accumulate (32-bit float in 45 nm, Horowitz, ISSCC 2014). BatchNorm (which folds
+  into the layer before it), pooling, additions and neuron updates are counted in neither.
 - ``conversion_mse``: the mean squared difference between the ANN's QCFS activation and the
   neuron's output averaged over the T steps, on the same inputs (the SNN keeps the ANN's layer names).
 """
@@ -39,7 +43,7 @@ from torch.func import functional_call
 
 from .graph import flat_nodes, is_call, module_of, static_nodes, traced
 from .neurons import RateMaxPool, SpikingNeuron
-from .ops import SPIKE_LINEAR_CALLS, SPIKE_LINEAR_MODULES, SUM_CALLS, WEIGHTED
+from .ops import IN_PLACE_OPERATORS, SPIKE_LINEAR_CALLS, SPIKE_LINEAR_MODULES, SUM_CALLS, WEIGHTED
 from .qcfs import QCFS
 from .runtime import check_timesteps, eval_mode, model_device, reset
 
@@ -134,11 +138,12 @@ class _SpikeFollower(fx.Interpreter):
     their counts per source layer (``counts[node][source]``, the value's shape), and at each
     weighted layer adds the spikes arriving per input to ``arrivals[(layer node, source)]``."""
 
-    def __init__(self, gm: fx.GraphModule, on_neuron):
+    def __init__(self, gm: fx.GraphModule, on_neuron, ones: bool = False):
         super().__init__(gm)
         self.keys = spike_keys(gm, gm.graph)
         self.static = static_nodes(gm, gm.graph)
         self.on_neuron = on_neuron
+        self.ones = ones  # footprints: one spike per neuron output; dense inputs as they are, not 0/1
         self.counts, self.arrivals, self.dense_macs, self.macs = {}, defaultdict(int), 0.0, {}
         self.step = 0
 
@@ -161,40 +166,51 @@ class _SpikeFollower(fx.Interpreter):
         if node in self.keys:
             # spikes drive accumulates whatever their sign (signed neurons, and max-pooling of them)
             if isinstance(module, SpikingNeuron):
-                self.counts[node] = {node.target: (out / _spike_size(module, out)).abs_()}
+                self.counts[node] = {node.target: self._spikes(module, out)}
             elif isinstance(module, RateMaxPool):
                 (source,) = self.keys[node]
-                neuron = self.module.get_submodule(source)
-                self.counts[node] = {source: (out / _spike_size(neuron, out)).abs_()}
+                self.counts[node] = {source: self._spikes(self.module.get_submodule(source), out)}
             else:
                 self.counts[node] = {key: self._pass(node, key) for key in self.keys[node]}
         return out
 
-    def _pass(self, node: fx.Node, key: str) -> torch.Tensor:
+    def _spikes(self, neuron: SpikingNeuron, out: torch.Tensor) -> torch.Tensor:
+        """The spikes per output of ``neuron`` (1 each with ``ones``)."""
+        return torch.ones_like(out) if self.ones else (out / _spike_size(neuron, out)).abs_()
+
+    def _pass(self, node: fx.Node, key: str):
         """``node``'s operation applied to the spike counts of ``key`` (zeros where other layers'
         spikes are; for ``DENSE``, ones where other values are)."""
         data = _data_args(self.module, node)
 
-        def counts_of(arg: fx.Node) -> torch.Tensor:
-            value = self.env[arg]
-            if arg in self.counts:
-                return self.counts[arg].get(key, torch.zeros_like(value))
-            return torch.ones_like(value) if key == DENSE else torch.zeros_like(value)
+        def counts_of(arg: fx.Node):
+            if key in self.counts.get(arg, ()):
+                return self.counts[arg][key]
+            return _filled(self.env[arg], 1 if key == DENSE and arg not in self.counts else 0)
 
         args = (*fx.node.map_arg(node.args[:data], counts_of),
                 *fx.node.map_arg(node.args[data:], self.env.__getitem__))
-        return getattr(self, node.op)(node.target, args, fx.node.map_arg(node.kwargs, self.env.__getitem__))
+        # an in-place sum must not add into the counts of its argument, which other nodes may read
+        target = IN_PLACE_OPERATORS[node.target] if is_call(node, IN_PLACE_OPERATORS.keys()) else node.target
+        return getattr(self, node.op)(target, args, fx.node.map_arg(node.kwargs, self.env.__getitem__))
 
     def _weighted(self, node: fx.Node, layer: nn.Module, out: torch.Tensor) -> None:
         self.macs[node] = out[0].numel() * layer.weight[0].numel()
         counts = self.counts.get(node.args[0])
-        if counts is None:  # dense input: once per input before the first neuron, else every step
+        if counts is None:  # dense input: once per input in the static prefix, else every step
             if self.step == 0 or node not in self.static:
                 self.dense_macs += self.macs[node] * len(out)
             return
         for key, c in counts.items():
-            arrived = (c != 0).to(c.dtype) if key == DENSE else c
+            arrived = (c != 0).to(c.dtype) if key == DENSE and not self.ones else c
             self.arrivals[node, key] = self.arrivals[node, key] + arrived.sum(0)
+
+
+def _filled(value, fill: float):
+    """A tensor like ``value`` (or a tuple or list of them, as ``chunk`` returns) filled with ``fill``."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_filled(v, fill) for v in value)
+    return torch.full_like(value, fill)
 
 
 def _input(batch, device: torch.device) -> torch.Tensor:
@@ -205,14 +221,38 @@ def _input(batch, device: torch.device) -> torch.Tensor:
     return x
 
 
+def _weigh(snn: nn.Module, arrivals: dict) -> dict:
+    """``{(weighted layer node, source): Σ over the layer's inputs of arrivals × fan-out}``."""
+    weighed = {}
+    for (node, key), counts in arrivals.items():
+        fans = fan_out(snn.get_submodule(node.target), counts.shape, counts.device).to(counts.dtype)
+        weighed[node, key] = (counts * fans).sum().item()
+    return weighed
+
+
 def _charge(snn: nn.Module, arrivals: dict) -> dict:
     """``{source: accumulates}`` of spikes that arrived per input of each weighted layer (``DENSE``:
     the MACs of its non-spike inputs): arrivals times fan-out."""
     charged = defaultdict(float)
-    for (node, key), counts in arrivals.items():
-        fans = fan_out(snn.get_submodule(node.target), counts.shape, counts.device).to(counts.dtype)
-        charged[key] += (counts * fans).sum().item()
+    for (_, key), accumulates in _weigh(snn, arrivals).items():
+        charged[key] += accumulates
     return charged
+
+
+def _shares(gm: fx.GraphModule, x: torch.Tensor) -> dict:
+    """``{(weighted layer node, source): the share of the layer's inputs, weighted by fan-out, that
+    the source provides}`` for each layer fed by spikes: from one step on one sample with one spike
+    at every neuron output (``DENSE`` values count as they are)."""
+    follower = _SpikeFollower(gm, on_neuron=lambda *_: None, ones=True)
+    devices = [x.device] if x.device.type != "cpu" else []
+    with torch.random.fork_rng(devices, device_type=x.device.type if devices else "cuda"):
+        reset(gm)
+        follower.run_steps(x[:1], 1)
+        reset(gm)
+    footprints, total = _weigh(gm, follower.arrivals), defaultdict(float)
+    for (node, _), weight in footprints.items():
+        total[node] += weight
+    return {(node, key): weight / total[node] for (node, key), weight in footprints.items() if total[node]}
 
 
 @torch.no_grad()
@@ -252,7 +292,8 @@ def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional
     def on_qcfs(name, _, __, out):
         activation[name] = out
 
-    follower, samples = _SpikeFollower(fx.GraphModule(snn, _trace(snn)), on_neuron), 0
+    gm = fx.GraphModule(snn, _trace(snn))
+    follower, samples = _SpikeFollower(gm, on_neuron), 0
     with eval_mode(snn, *([ann] if ann is not None else [])), _hooks(qcfs, on_qcfs):
         for batch in batches:
             x = _input(batch, device)
@@ -271,10 +312,11 @@ def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional
     for key, charged in _charge(snn, follower.arrivals).items():
         acc["dense_macs" if key == DENSE else "sops", key or None] += charged
     acc["snn_macs", None] = follower.dense_macs + acc["dense_macs", None]
-    macs = defaultdict(int)
-    for node, m in follower.macs.items():
-        macs[node.target] += m
-    return _summarise(acc, neurons, size, macs, spike_sources(snn), samples, steps, ann is not None, ac_pj, mac_pj)
+    with eval_mode(snn):
+        shares = _shares(gm, x)
+    for (node, key), share in shares.items():
+        acc["macs", key or None] += follower.macs[node] * share
+    return _summarise(acc, neurons, size, sum(follower.macs.values()), samples, steps, ann is not None, ac_pj, mac_pj)
 
 
 @torch.no_grad()
@@ -317,24 +359,23 @@ def energy_by_timesteps(snn: nn.Module, batches: Iterable, timesteps, ac_pj: flo
     return {"samples": samples, "ann_macs": ann_macs, "ann_energy_uj": ann_macs * mac_pj * 1e-6, "timesteps": by_t}
 
 
-def _summarise(acc, neurons, size, macs, sources, samples, steps, with_ann, ac_pj, mac_pj) -> dict:
+def _summarise(acc, neurons, size, ann_macs, samples, steps, with_ann, ac_pj, mac_pj) -> dict:
     layers = []
     for name in neurons:
         if name not in size:  # never called
             continue
         n = size[name] * samples
-        fed = [w for w, found in sources.items() if name in found]
         layers.append({
             "layer": name, "neurons": size[name],
             "firing_rate": acc["spikes", name] / (n * steps),
             "negative_rate": -acc["negative", name] / (n * steps),
             "mean_output": acc["output", name] / (n * steps),
             "sops": acc["sops", name] / samples,
-            "macs": sum(macs[w] for w in fed),
+            "macs": acc["macs", name],
             "ann_mean_output": acc["ann_output", name] / n if with_ann else None,
             "conversion_mse": acc["mse", name] / n if with_ann else None,
         })
-    sops, snn_macs, ann_macs = sum(r["sops"] for r in layers), acc["snn_macs", None] / samples, sum(macs.values())
+    sops, snn_macs = sum(r["sops"] for r in layers), acc["snn_macs", None] / samples
     snn_energy, ann_energy = (sops * ac_pj + snn_macs * mac_pj) * 1e-6, ann_macs * mac_pj * 1e-6
     return {"timesteps": steps, "samples": samples, "layers": layers,
             "totals": {"sops": sops, "snn_macs": snn_macs, "ann_macs": ann_macs,
