@@ -115,3 +115,20 @@ def test_the_checks_see_a_cycle_and_a_private_import(monkeypatch, tmp_path):
     assert _private_imports("groupsnn.a") == ["groupsnn.b._helper"]
     b.write_text("from .models._registry import create\n")
     assert _private_imports("groupsnn.b") == ["groupsnn.models._registry"]
+
+
+def _reaches(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        for n in _dependencies(todo.pop()):
+            if n not in seen:
+                seen.add(n)
+                todo.append(n)
+    return seen
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.startswith("groupsnn.models.")
+                                          and m != "groupsnn.models.pretrained"))
+def test_an_architecture_knows_nothing_of_simulation(module):
+    # pretrained.py loads checkpoints (which rebuild SNNs); the architectures and the registry do not
+    assert not _reaches(module) & {"groupsnn.simulate", "groupsnn.stats", "groupsnn.correct", "groupsnn.convert"}
