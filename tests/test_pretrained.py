@@ -74,10 +74,29 @@ def real_cifar10_test():
     return TensorImageDataset(tree["images"], tree["labels"], cifar_transform(CIFAR10_MEAN, CIFAR10_STD, False))
 
 
-def ann_and_gn_tau4_at_t2(dataset, fold: bool = True) -> tuple[float, float]:
+# The recorded accuracies were measured on one CPU (x86-64 with AVX-512 and bf16 units). Another
+# CPU's SIMD units sum floats in another order and round them differently, and folding BatchNorm into the
+# convolutions changes the rounding again; a pre-activation that lands on a level boundary (0.99999997
+# against 1.0) flips one level, which moves at most a few images. So live against recorded allows
+# 3 images of the 1,000 (0.3 points) and 10 of the 10,000 (0.1 points); what must hold bit for bit on
+# every CPU is checked like with like (two networks run through the same path on the same CPU).
+SUBSET_TOLERANCE, FULL_TOLERANCE = 3, 10  # images
+
+
+def images_apart(accuracy: float, other: float, images: int) -> int:
+    """How many of ``images`` test images two accuracies (%) differ by (counted, so that 3 images
+    is not 0.30000000000000426 points)."""
+    return round(abs(accuracy - other) * images / 100)
+
+
+def shipped_and_loader(dataset):
     # as the recording commands (groupsnn sweep, evaluate) read the images: one fixed order, batches of 128
     loader = data.make_loader(data.fixed_order(dataset), 128, train=False, workers=0)
-    ann = gs.models.create("resnet20", pretrained="cifar10")
+    return gs.models.create("resnet20", pretrained="cifar10"), loader
+
+
+def ann_and_gn_tau4_at_t2(dataset, fold: bool = True) -> tuple[float, float]:
+    ann, loader = shipped_and_loader(dataset)
     return (gs.evaluate(ann, loader, [1], fold=fold)[1],
             gs.evaluate(gs.convert(ann, "gn", tau=4), loader, [2], fold=fold)[2])
 
@@ -90,23 +109,29 @@ def test_shipped_model_on_a_class_balanced_thousand_real_test_images(real_cifar1
     recorded = json.loads(RESULTS.read_text())["subset"]
     subset = data.class_balanced_subset(real_cifar10_test, recorded["per_class"])
     assert len(subset) == 1000 and real_cifar10_test.labels[subset.indices].bincount().tolist() == [100] * 10
-    # the same images, order, weights and arithmetic as the command that recorded them: equal, not close
+    # the same images, order, weights and path as the command that recorded them, on this CPU: equal
+    # where it was recorded, within SUBSET_TOLERANCE elsewhere (see above)
     ann, gn = ann_and_gn_tau4_at_t2(subset)
     print(f"1,000 balanced real test images: ANN {ann:.2f} %, GN tau=4 T=2 {gn:.2f} %")
-    assert (round(ann, 4), round(gn, 4)) == (recorded["ann_accuracy"], accuracy_of(recorded["snn"], "gn", 4, 2))
+    assert images_apart(ann, recorded["ann_accuracy"], 1000) <= SUBSET_TOLERANCE, (ann, recorded["ann_accuracy"])
+    assert images_apart(gn, accuracy_of(recorded["snn"], "gn", 4, 2), 1000) <= SUBSET_TOLERANCE, (gn, recorded["snn"])
     assert abs(gn - ann) <= 1.0  # the paper's claim for tau*T = L
+    # on every CPU, exactly: GN with tau = L at T = 1 is the ANN, both run through the same (folded) path
+    shipped, loader = shipped_and_loader(subset)
+    assert gs.evaluate(gs.convert(shipped, "gn", tau=8), loader, [1])[1] == ann
     # the network as it is (BatchNorm not folded into the convolutions) changes float rounding only
     plain_ann, plain_gn = ann_and_gn_tau4_at_t2(subset, fold=False)
-    assert abs(plain_ann - ann) <= 0.3 and abs(plain_gn - gn) <= 0.3
+    assert images_apart(plain_ann, ann, 1000) <= 3 and images_apart(plain_gn, gn, 1000) <= 3
 
 
 def test_shipped_model_on_all_real_test_images_meets_the_papers_claims(real_cifar10_test):
     recorded = json.loads(RESULTS.read_text())
     ann, gn = ann_and_gn_tau4_at_t2(real_cifar10_test)
     print(f"10,000 real test images: ANN {ann:.2f} %, GN tau=4 T=2 {gn:.2f} %")
-    assert (round(ann, 4), round(gn, 4)) == (recorded["ann_accuracy"], accuracy_of(recorded["snn"], "gn", 4, 2))
+    assert images_apart(ann, recorded["ann_accuracy"], 10_000) <= FULL_TOLERANCE, (ann, recorded["ann_accuracy"])
+    assert images_apart(gn, accuracy_of(recorded["snn"], "gn", 4, 2), 10_000) <= FULL_TOLERANCE, (gn, recorded["snn"])
     assert abs(gn - ann) <= 0.5  # tau*T = L
-    # the other claims, on the recorded sweep of these weights: tau = L at T = 1 is the ANN (up to the
-    # float rounding of folded BatchNorm), and GN beats IF at T = 2 by far
-    assert abs(accuracy_of(recorded["snn"], "gn", 8, 1) - ann) <= 0.1
+    # the other claims, on the recorded sweep of these weights: tau = L at T = 1 is the ANN (recorded on
+    # one CPU through one path: equal), and GN beats IF at T = 2 by far
+    assert accuracy_of(recorded["snn"], "gn", 8, 1) == recorded["ann_accuracy"]
     assert gn >= accuracy_of(recorded["snn"], "if", None, 2) + 5

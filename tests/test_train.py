@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import groupsnn as gs
 import groupsnn.train as train_module
-from groupsnn.checkpoint import load_checkpoint, load_model, save_checkpoint
+from groupsnn.checkpoint import load_checkpoint, load_model, make_meta, save_checkpoint
 from groupsnn.train import RunConfig, Trainer, TrainConfig, train
 
 
@@ -166,3 +166,26 @@ def test_resnets_get_the_cifar_stem_on_small_images():
     assert train_module.default_model_kwargs("resnet34", (3, 224, 224)) == {"in_channels": 3}
     assert train_module.default_model_kwargs("resnet20", (3, 32, 32)) == {"in_channels": 3}
     assert train_module.default_model_kwargs("mnist1d_cnn", (1, 40)) == {"in_channels": 1}
+
+
+def test_fit_hands_the_model_back_in_its_own_layout_so_it_computes_as_its_checkpoint(tmp_path, monkeypatch):
+    # the fast path trains 2-D convolutions channels-last; a model left that way computes, in the last
+    # bits, unlike the same weights reloaded (contiguous). bf16 autocast is forced so that every CPU
+    # takes that path (it runs, slowly, on CPUs without bf16 units too)
+    monkeypatch.setattr(train_module, "autocast_dtype", lambda device: torch.bfloat16)
+    model = gs.models.create("digits_cnn", num_classes=10, in_channels=3)  # ReLU: no level hides a last bit
+    params = list(model.parameters())
+    layouts = []
+    model[0].register_forward_hook(
+        lambda m, i, o: layouts.append(m.weight.is_contiguous(memory_format=torch.channels_last)))
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8)
+    trained = train_module.fit(model, DataLoader(TensorDataset(x, y), batch_size=4), TrainConfig(epochs=1),
+                               torch.device("cpu"), progress=False, amp=True)
+    assert layouts == [True, True]  # it did train channels-last
+    assert trained is model and all(a is b for a, b in zip(model.parameters(), params, strict=True))
+    assert all(t.is_contiguous() for t in [*model.parameters(), *model.buffers()])
+    assert all(p.grad is None or p.grad.is_contiguous() for p in model.parameters())
+    meta = make_meta("digits_cnn", 10, None, "random", model_kwargs={"in_channels": 3})
+    reloaded, _ = load_model(save_checkpoint(tmp_path / "c.pt", model, meta))
+    with torch.no_grad():  # like with like: the same weights, layout and float path
+        assert torch.equal(model.eval()(x), reloaded.eval()(x))

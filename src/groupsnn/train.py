@@ -87,6 +87,12 @@ def use_channels_last(model: nn.Module) -> None:
             m.to(memory_format=torch.channels_last)
 
 
+def _has_default_strides(t: torch.Tensor) -> bool:
+    """Whether ``t`` is laid out as ``torch.empty(t.shape)`` is (``is_contiguous`` also holds for
+    other strides of dimensions of size 1, e.g. a channels-last 1×1 convolution's weight)."""
+    return t.stride() == torch.empty(t.shape, device="meta").stride()
+
+
 def amp_pays(model: nn.Module, input_shape: tuple, device: torch.device) -> bool:
     """Whether mixed precision speeds up training ``model`` on inputs of ``input_shape`` (one
     sample): on CUDA, yes; on a CPU with bf16 units, for 2-D convolutions on images of at least
@@ -124,6 +130,11 @@ class Trainer:
     (for a DDP-wrapped model, put them channels-last before wrapping: ``use_channels_last``);
     ``compile=True`` runs the model under ``torch.compile`` (the first steps compile it: about a
     minute for ResNet-20 on 2 CPU cores). Weights, optimiser and checkpoints stay float32.
+
+    ``fit`` hands the model back in the layout it came in: the tensors this trainer put channels-last
+    are contiguous again (the same Parameter objects), so the trained model computes bit for bit as
+    the same weights reloaded from a checkpoint. A DDP-wrapped model's layout is its caller's (DDP
+    lays out its gradient buckets by it), so it is left as it is.
     """
 
     def __init__(self, model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device,
@@ -137,7 +148,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.channels_last = self.amp_dtype is not None and any(
             isinstance(m, nn.Conv2d) for m in model.modules())
-        if self.channels_last and not isinstance(model, DistributedDataParallel):
+        # a DDP-wrapped model's layout is its caller's; else this trainer lays the 2-D convolutions out
+        # channels-last for training and, after, lays the tensors that came contiguous back out so
+        self._owns_layout = self.channels_last and not isinstance(model, DistributedDataParallel)
+        self._contiguous_before: list[torch.Tensor] = []
+        if self._owns_layout:
+            self._contiguous_before = [t for m in model.modules() if isinstance(m, nn.Conv2d)
+                                       for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))
+                                       if t.dim() == 4 and _has_default_strides(t)]
             use_channels_last(model)
         if compile and not can_compile(device):
             raise RuntimeError("compile=True: torch.compile needs a C++ compiler (g++ or clang++) on PATH "
@@ -148,6 +166,16 @@ class Trainer:
         self.history: list[dict] = []
         self.thresholds = [m.threshold for m in model.modules() if isinstance(m, QCFS)]
         self.stop_requested = False  # set (by `train`'s Ctrl-C handler) to stop after the current step
+
+    def _restore_layout(self) -> None:
+        """Lay the tensors that came contiguous (and their gradients) out contiguous again, in place:
+        each stays the same tensor object, so the optimiser and any other holder still refer to it."""
+        with torch.no_grad():
+            for t in self._contiguous_before:
+                if not _has_default_strides(t):
+                    t.data = t.data.clone(memory_format=torch.contiguous_format)
+                if t.grad is not None and not _has_default_strides(t.grad):
+                    t.grad = t.grad.clone(memory_format=torch.contiguous_format)
 
     def _stop_if_requested(self) -> None:
         if self.stop_requested:
@@ -190,20 +218,27 @@ class Trainer:
 
     def fit(self, test_loader: Optional[DataLoader] = None, progress: bool = True,
             on_epoch_end: Optional[Callable[["Trainer"], None]] = None) -> nn.Module:
-        """Train the remaining epochs; ``on_epoch_end(trainer)`` after each (e.g. to checkpoint)."""
+        """Train the remaining epochs; ``on_epoch_end(trainer)`` after each (e.g. to checkpoint).
+        Returns the (unwrapped) model, in the layout it came in (see the class docstring), also
+        when training stops with an exception."""
         bar = progress_bar(range(self.epoch, self.cfg.epochs), desc="epochs", disable=not progress,
                            initial=self.epoch, total=self.cfg.epochs)
-        for _ in bar:
-            self._stop_if_requested()
-            metrics = {"epoch": self.epoch + 1, **self.train_epoch(progress),
-                       "lr": self.optimizer.param_groups[0]["lr"]}
-            if test_loader is not None:
-                metrics["test_accuracy"] = evaluate(_unwrap(self.model), test_loader, timesteps=[1])[1]
-            self.epoch += 1
-            self.history.append(metrics)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k != "epoch"})
-            if on_epoch_end is not None:
-                on_epoch_end(self)
+        if self._owns_layout:  # again, if an earlier fit laid the model back out
+            use_channels_last(self.model)
+        try:
+            for _ in bar:
+                self._stop_if_requested()
+                metrics = {"epoch": self.epoch + 1, **self.train_epoch(progress),
+                           "lr": self.optimizer.param_groups[0]["lr"]}
+                if test_loader is not None:
+                    metrics["test_accuracy"] = evaluate(_unwrap(self.model), test_loader, timesteps=[1])[1]
+                self.epoch += 1
+                self.history.append(metrics)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k != "epoch"})
+                if on_epoch_end is not None:
+                    on_epoch_end(self)
+        finally:
+            self._restore_layout()
         return _unwrap(self.model)
 
     def describe(self) -> str:
