@@ -67,12 +67,41 @@ def test_fuse_batchnorm_keeps_the_outputs():
         bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 2)
         bn.bias.data.uniform_(-1, 1)
     net.eval()
-    fused = fuse_batchnorm(net)
+    x = torch.randn(16, 3, 8, 8)
+    fused = fuse_batchnorm(net, example_input=x)  # the example shows the linear output is [B, features]
     assert [type(m) for m in fused] == [nn.Conv2d, nn.Identity, nn.ReLU, nn.BatchNorm2d, nn.Flatten, nn.Linear,
                                        nn.Identity, nn.ReLU, nn.Linear]
-    x = torch.randn(16, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), net(x), rtol=1e-5, atol=1e-5)
+    # without an example, Linear -> BatchNorm1d stays: its input could be [B, tokens, features]
+    assert [type(m) for m in fuse_batchnorm(net)][5:7] == [nn.Linear, nn.BatchNorm1d]
+
+
+class Tokens(nn.Module):
+    """Linear -> BatchNorm1d on [B, tokens, features]: BatchNorm1d normalises the tokens' dim."""
+
+    def __init__(self, tokens=6, features=6):
+        super().__init__()
+        self.fc, self.bn, self.act, self.head = (nn.Linear(features, features), nn.BatchNorm1d(tokens), nn.ReLU(),
+                                                 nn.Linear(tokens * features, 3))
+
+    def forward(self, x):
+        return self.head(self.act(self.bn(self.fc(x))).flatten(1))
+
+
+@pytest.mark.parametrize("tokens", [6, 5])  # tokens == features folded silently wrong; else an AssertionError
+def test_linear_then_batchnorm1d_over_tokens_is_never_folded(tokens):
+    torch.manual_seed(0)
+    net = Tokens(tokens).eval()
+    net.bn.running_mean.uniform_(-1, 1), net.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(8, tokens, 6)
+    fused = fuse_batchnorm(net, example_input=x)
+    assert isinstance(fused.bn, nn.BatchNorm1d)
+    calibrated = gs.calibrate(net, [x], fuse_bn=True)
+    assert isinstance(calibrated.bn, nn.BatchNorm1d)
+    snn = gs.convert(gs.prepare(net, levels=4, threshold=1.0), "gn", tau=4)
+    # nothing is foldable, so the folded path runs the same operations as the network itself
+    assert torch.equal(gs.simulate(snn, x, 2), gs.simulate(snn, x, 2, fold=False))
 
 
 def test_an_activation_calibrate_cannot_handle_gets_converts_error():

@@ -23,7 +23,7 @@ import torch.nn as nn
 from .neurons import StatefulModule
 from .ops import FRESH_CALLS, FRESH_MODULES, IN_PLACE_OPERATORS, RANDOM_CALLS
 from .qcfs import QCFS
-from .runtime import eval_mode, is_stateful, reset
+from .runtime import is_stateful, trial_run
 
 
 class _Proxy(fx.Proxy):
@@ -146,9 +146,7 @@ def is_fresh(node: fx.Node, model: nn.Module) -> bool:
 # -- shapes
 
 def tensor_shapes(model: nn.Module, graph: fx.Graph, *inputs: torch.Tensor) -> dict[fx.Node, torch.Size]:
-    """The shape of each tensor ``graph`` computes on ``inputs``: run once in eval mode, without
-    gradients, from reset stateful modules (reset again afterwards), and without consuming random
-    numbers (the generators' states are restored)."""
+    """The shape of each tensor ``graph`` computes on ``inputs``, from one ``trial_run``."""
     shapes = {}
 
     class Recorder(fx.Interpreter):
@@ -158,18 +156,9 @@ def tensor_shapes(model: nn.Module, graph: fx.Graph, *inputs: torch.Tensor) -> d
                 shapes[node] = out.shape
             return out
 
-    devices = {t.device for t in inputs if t.device.type != "cpu"}
-    with torch.no_grad(), eval_mode(model), torch.random.fork_rng(devices, device_type=_device_type(devices)):
-        reset(model)
-        try:
-            Recorder(fx.GraphModule(model, graph)).run(*inputs)
-        finally:
-            reset(model)
+    with trial_run(model, *inputs):
+        Recorder(fx.GraphModule(model, graph)).run(*inputs)
     return shapes
-
-
-def _device_type(devices: set) -> str:
-    return next(iter(devices)).type if devices else "cuda"
 
 
 # -- the static prefix

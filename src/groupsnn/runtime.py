@@ -41,3 +41,18 @@ def reset(model: nn.Module) -> None:
     for m in model.modules():
         if m is not model and is_stateful(m):
             m.reset()
+
+
+@contextlib.contextmanager
+def trial_run(model: nn.Module, *inputs: torch.Tensor):
+    """A run of ``model`` that leaves no trace: eval mode, no gradients, stateful modules reset
+    before and after, and the random generators of the inputs' devices restored (a network that
+    draws random numbers draws the same ones afterwards as if this run had not happened)."""
+    devices = sorted({t.device for t in inputs if t.device.type != "cpu"}, key=str)
+    device_type = devices[0].type if devices else "cuda"
+    with torch.no_grad(), eval_mode(model), torch.random.fork_rng(devices, device_type=device_type):
+        reset(model)
+        try:
+            yield
+        finally:
+            reset(model)

@@ -45,7 +45,7 @@ from .graph import flat_nodes, is_call, module_of, static_nodes, traced
 from .neurons import RateMaxPool, SpikingNeuron
 from .ops import IN_PLACE_OPERATORS, SPIKE_LINEAR_CALLS, SPIKE_LINEAR_MODULES, SUM_CALLS, WEIGHTED
 from .qcfs import QCFS
-from .runtime import check_timesteps, eval_mode, model_device, reset
+from .runtime import check_timesteps, eval_mode, model_device, reset, trial_run
 
 AC_PJ, MAC_PJ = 0.9, 4.6  # energy per accumulate / multiply-accumulate, 32-bit float, 45 nm (Horowitz 2014)
 
@@ -244,11 +244,8 @@ def _shares(gm: fx.GraphModule, x: torch.Tensor) -> dict:
     the source provides}`` for each layer fed by spikes: from one step on one sample with one spike
     at every neuron output (``DENSE`` values count as they are)."""
     follower = _SpikeFollower(gm, on_neuron=lambda *_: None, ones=True)
-    devices = [x.device] if x.device.type != "cpu" else []
-    with torch.random.fork_rng(devices, device_type=x.device.type if devices else "cuda"):
-        reset(gm)
+    with trial_run(gm, x):
         follower.run_steps(x[:1], 1)
-        reset(gm)
     footprints, total = _weigh(gm, follower.arrivals), defaultdict(float)
     for (node, _), weight in footprints.items():
         total[node] += weight
@@ -312,9 +309,7 @@ def layer_stats(snn: nn.Module, batches: Iterable, timesteps: int, ann: Optional
     for key, charged in _charge(snn, follower.arrivals).items():
         acc["dense_macs" if key == DENSE else "sops", key or None] += charged
     acc["snn_macs", None] = follower.dense_macs + acc["dense_macs", None]
-    with eval_mode(snn):
-        shares = _shares(gm, x)
-    for (node, key), share in shares.items():
+    for (node, key), share in _shares(gm, x).items():
         acc["macs", key or None] += follower.macs[node] * share
     return _summarise(acc, neurons, size, sum(follower.macs.values()), samples, steps, ann is not None, ac_pj, mac_pj)
 
