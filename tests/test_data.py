@@ -87,10 +87,19 @@ def test_cifar100_reads_fine_labels(tmp_path):
 
 
 @pytest.mark.parametrize("name, folder_name", [("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")])
-def test_missing_cifar_names_the_expected_layout(tmp_path, name, folder_name):
-    with pytest.raises(FileNotFoundError, match=f"expected .*{folder_name}.*cs.toronto.edu") as info:
+def test_missing_cifar_names_both_layouts_it_reads(tmp_path, name, folder_name):
+    with pytest.raises(FileNotFoundError, match=f"expected .*{folder_name}.*cs.toronto.edu.* or class folders of "
+                                                r"images, .*train/ .*test/.*train\.tar\.gz.*test\.tar\.gz") as info:
         data.load(name, data_dir=str(tmp_path))
     assert "\n" not in str(info.value)
+
+
+def test_cifar10_reads_the_python_batches_when_data_dir_is_their_folder(cifar10_dir):
+    inside = data.load("cifar10", data_dir=str(cifar10_dir / "cifar-10-batches-py"))
+    assert torch.equal(inside.train.images, data.load("cifar10", data_dir=str(cifar10_dir)).train.images)
+    (cifar10_dir / "cifar-10-batches-py" / "test_batch").unlink()
+    with pytest.raises(FileNotFoundError, match="missing: test_batch"):
+        data.load("cifar10", data_dir=str(cifar10_dir / "cifar-10-batches-py"))
 
 
 def test_cifar_refuses_pickles_that_run_code(cifar10_dir):
@@ -104,9 +113,9 @@ def test_cifar_refuses_pickles_that_run_code(cifar10_dir):
 CLASSES = ["cat", "airplane", "dog"]  # written unsorted: the class index is the rank of the sorted name
 
 
-def write_tree(root: Path, split: str, per_class: int = 3) -> None:
+def write_tree(root: Path, split: str, per_class: int = 3, classes: list = CLASSES) -> None:
     """PNGs whose constant colour encodes (class, index); plus one JPEG per class."""
-    for c, name in enumerate(CLASSES):
+    for c, name in enumerate(classes):
         (root / split / name).mkdir(parents=True)
         for i in range(per_class):
             Image.new("RGB", (32, 32), (10 * c, i, 200)).save(root / split / name / f"{i:04d}.png")
@@ -169,6 +178,36 @@ def test_archive_cache_is_reused_then_invalidated(tree_dirs, private_cache, monk
     assert len(decoded) == 3 and len(changed.train) == len(first.train) + 1
 
 
+TEN_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.mark.parametrize("layout", ["folders", "archives"])
+def test_cifar10_reads_image_folders_and_their_archives(tmp_path, layout):
+    """The layout of the project's CIFAR-10 copy (class folders, or train.tar.gz and test.tar.gz)."""
+    for split in ("train", "test"):
+        write_tree(tmp_path, split, per_class=2, classes=TEN_CLASSES)
+        if layout == "archives":
+            write_archive(tmp_path, split)
+            os.rename(tmp_path / split, tmp_path / f"{split}-unpacked")
+    splits = data.load("cifar10", data_dir=str(tmp_path), augment=True)
+    assert (len(splits.train), len(splits.test), splits.num_classes, splits.input_shape) == (30, 30, 10, (3, 32, 32))
+    assert splits.train.classes == TEN_CLASSES and splits.test.labels.bincount().tolist() == [3] * 10
+    folder_reader = data.load("cifar10-folder", data_dir=str(tmp_path))
+    assert torch.equal(splits.test.images, folder_reader.test.images)
+    torch.testing.assert_close(splits.test[5][0], folder_reader.test[5][0])  # same normalisation
+    assert splits.train[0][0].shape == (3, 32, 32)  # augmented
+
+
+def test_cifar_prefers_the_python_batches_and_checks_the_class_count(cifar10_dir, tree_dirs):
+    for split in ("train", "test"):
+        write_tree(cifar10_dir, split, classes=TEN_CLASSES)
+    assert len(data.load("cifar10", data_dir=str(cifar10_dir)).train) == 20  # the pickles, not the 40 PNGs
+    with pytest.raises(ValueError, match="holds image folders of 3 classes, not the 10 .* cifar10-folder"):
+        data.load("cifar10", data_dir=str(tree_dirs[1]))
+    with pytest.raises(ValueError, match="holds image folders of 3 classes, not the 100 "):
+        data.load("cifar100", data_dir=str(tree_dirs[0]))
+
+
 def test_missing_folder_layout_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"train/ .*test/.*train\.tar\.gz.*test\.tar\.gz") as info:
         data.load("cifar10-folder", data_dir=str(tmp_path))
@@ -225,6 +264,16 @@ def test_real_cifar10_test_archive():
     assert tree["classes"] == ["airplane", "automobile", "bird", "cat", "deer",
                                "dog", "frog", "horse", "ship", "truck"]
     assert tree["labels"].bincount().tolist() == [1000] * 10
+
+
+@pytest.mark.skipif(not (REAL_CIFAR10 / "test.tar.gz").exists(), reason=f"no real CIFAR-10 at {REAL_CIFAR10}")
+def test_cifar10_takes_the_projects_copy(monkeypatch):
+    """``--data cifar10 --data-dir ../shared/data/cifar10`` reads its archives (decoding mocked: fast)."""
+    sources = []
+    tree = {"images": torch.zeros(10, 3, 32, 32, dtype=torch.uint8), "labels": torch.arange(10), "classes": TEN_CLASSES}
+    monkeypatch.setattr(folder, "load_image_tree", lambda source: sources.append(source) or tree)
+    assert data.load("cifar10", data_dir=str(REAL_CIFAR10)).num_classes == 10
+    assert sources == [REAL_CIFAR10 / "train.tar.gz", REAL_CIFAR10 / "test.tar.gz"]
 
 
 def test_class_balanced_subset_takes_the_first_of_each_class_in_order():

@@ -3,6 +3,7 @@
 - "imagenet": too big for memory, so each item is decoded with Pillow when it is read.
 - "cifar10-folder": small images from a folder or a ``.tar``/``.tar.gz`` of one, decoded once into
   a uint8 tensor and cached on disk (see ``_cache``), e.g. the JPEG CIFAR-10 in shared/data/cifar10.
+  ``cifar10`` and ``cifar100`` read this layout too when the python pickles are not there.
 """
 import io
 import os
@@ -141,19 +142,34 @@ def _find_split(root: Path, split: str) -> Optional[Path]:
     return next((p for p in candidates if p.exists()), None)
 
 
-@register_dataset("cifar10-folder")
-def load_cifar10_folder(data_dir: Optional[str] = None, augment: Augment = False) -> Splits:
-    """CIFAR-10 as class folders of images: ``<data_dir>/{train,test}/<class>/*`` or ``{train,test}.tar.gz``."""
-    root = Path(data_dir or ".")
-    sources = [_find_split(root, split) for split in ("train", "test")]
-    if None in sources:
-        raise FileNotFoundError(f"expected {root}/train/ and {root}/test/ (<class>/<image> inside) or "
-                                f"{root}/train.tar.gz and {root}/test.tar.gz holding those trees")
+def find_image_splits(root: Path) -> Optional[tuple[Path, Path]]:
+    """The train and test sources under ``root`` (folders ``train/``, ``test/`` or their
+    ``.tar.gz``/``.tgz``/``.tar``), or None unless both are there."""
+    sources = _find_split(root, "train"), _find_split(root, "test")
+    return None if None in sources else sources
+
+
+IMAGE_SPLITS_LAYOUT = ("{root}/train/ and {root}/test/ (<class>/<image> inside) or "
+                       "{root}/train.tar.gz and {root}/test.tar.gz holding those trees")
+
+
+def load_image_splits(root: Path, augment: Augment, mean, std) -> Splits:
+    """Small images as class folders (or archives of them) under ``root``, decoded once and cached."""
+    sources = find_image_splits(root)
+    if sources is None:
+        raise FileNotFoundError(f"expected {IMAGE_SPLITS_LAYOUT.format(root=root)}")
     splits = []
     for source, aug in zip(sources, (augment, False)):
         tree = load_image_tree(source)
-        transform = cifar_transform(CIFAR10_MEAN, CIFAR10_STD, aug)
+        transform = cifar_transform(mean, std, aug)
         splits.append(TensorImageDataset(tree["images"], tree["labels"], transform, tree["classes"]))
     if splits[0].classes != splits[1].classes:
         raise ValueError(f"train and test classes differ under {root}: {splits[0].classes} vs {splits[1].classes}")
     return Splits(*splits, num_classes=len(splits[0].classes), input_shape=tuple(splits[0].images.shape[1:]))
+
+
+@register_dataset("cifar10-folder")
+def load_cifar10_folder(data_dir: Optional[str] = None, augment: Augment = False) -> Splits:
+    """CIFAR-10 as class folders of images: ``<data_dir>/{train,test}/<class>/*`` or ``{train,test}.tar.gz``
+    (any number of classes; ``cifar10`` reads the same layout and checks there are ten)."""
+    return load_image_splits(Path(data_dir or "."), augment, CIFAR10_MEAN, CIFAR10_STD)
