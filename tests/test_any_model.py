@@ -105,7 +105,7 @@ def test_a_graph_rewrite_is_a_graph_module_and_inplace_refuses_it():
 
 def test_the_recipe_survives_a_copy_of_a_graph_module():
     ann = gs.prepare(Functional(), levels=4, maxpool="keep")
-    assert recipe(copy.deepcopy(ann)) == recipe(ann) == {"levels": 4, "maxpool": "keep"}
+    assert recipe(copy.deepcopy(ann)) == recipe(ann) == {"levels": 4, "maxpool": "keep", "source": f"{__name__}:Functional"}
 
 
 def test_multi_step_conversion_is_refused_and_backward_through_neurons_raises():

@@ -130,7 +130,7 @@ def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_
 
 
 def test_old_checkpoint_format_is_refused_clearly(tmp_path):
-    path = save_checkpoint(tmp_path / "old.pt", torch.nn.Linear(2, 2), {"model": "x", "version": "0.0.1"})
+    path = save_checkpoint(tmp_path / "old.pt", torch.nn.Linear(2, 2), {"model": "digits_cnn", "version": "0.0.1"})
     payload = torch.load(path, weights_only=True)
     payload["format_version"] = FORMAT_VERSION - 1
     torch.save(payload, path)

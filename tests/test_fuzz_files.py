@@ -1,5 +1,6 @@
 """Damaged files, seeded: every reader of checkpoints and weights either loads the file or raises one
 ValueError naming it, and the CLI answers 0 or 2, never a traceback."""
+import collections
 import hashlib
 import random
 import re
@@ -126,3 +127,15 @@ def test_the_cli_answers_damaged_checkpoints_with_0_or_2(digits_checkpoint, tmp_
         if codes[-1] == 2:
             assert err.startswith(f"error: {path}") and err.count("\n") == 1, err
     assert set(codes) <= {0, 2} and 2 in codes
+
+
+def test_a_text_file_or_a_foreign_pickle_is_named_for_what_it_is(tmp_path):
+    (tmp_path / "notes.pt").write_text("epoch 3\n")
+    with pytest.raises(ValueError, match=r"notes.pt is not a readable groupsnn checkpoint: it is not a file "
+                                         r"torch.save writes \(it starts with b'epoch 3\\n'\)") as err:
+        load_checkpoint(tmp_path / "notes.pt")
+    assert "PyTorch" not in str(err.value) and "unpickl" not in str(err.value).lower()
+    torch.save({"model": collections.OrderedDict(w=slice(1, 2))}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="holds Python objects other than tensors and plain containers") as err:
+        load_checkpoint(tmp_path / "foreign.pt")
+    assert "PyTorch" not in str(err.value)

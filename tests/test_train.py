@@ -121,7 +121,7 @@ def test_foreign_and_truncated_files_are_refused(tmp_path):
     torch.save({"weights": torch.zeros(3)}, foreign)
     with pytest.raises(ValueError, match="not a groupsnn checkpoint"):
         load_checkpoint(foreign)
-    good = save_checkpoint(tmp_path / "good.pt", torch.nn.Linear(2, 2), {"model": "x"})
+    good = save_checkpoint(tmp_path / "good.pt", torch.nn.Linear(2, 2), {"model": "digits_cnn"})
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:200])
     with pytest.raises(ValueError, match="not a readable groupsnn checkpoint"):

@@ -2,7 +2,10 @@
 
 A checkpoint is a dict ``{"format": "groupsnn", "format_version", "meta", "model", ...}`` where
 ``meta`` says how to rebuild the network (model name and keyword arguments, num_classes, QCFS
-levels, data set, seed, package version), so ``load_model(path)`` needs nothing else. Training
+levels, data set, seed, package version), so ``load_model(path)`` needs nothing else. The model is
+a registry name, or, for a network of the user's own class, that class's import path
+(``"package.module:ClassName"``, built with ``model_kwargs``): ``save_checkpoint`` fills it in and
+refuses a network it could not rebuild that way, saying what to do. Training
 checkpoints add the optimiser, scheduler, AMP scaler and RNG states, and the epoch.
 
 ``meta["network"]`` (added by ``save_checkpoint`` for a model that ``prepare``, ``calibrate``,
@@ -13,7 +16,9 @@ initial membrane that ``correct`` set. ``build_model`` replays it, so an SNN rel
 Checkpoints without it were made by ``prepare`` with the default max-pooling replacement and one
 threshold per layer, and are rebuilt that way.
 """
+import importlib
 import io
+import pickle
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +32,7 @@ from .fold import fold_pairs, fuse_batchnorm
 from .neurons import SpikingNeuron
 from .qcfs import QCFS
 from .recipe import recipe, record
+from .rewrite import class_path
 
 FORMAT = "groupsnn"
 FORMAT_VERSION = 1
@@ -40,15 +46,61 @@ def make_meta(model: str, num_classes: int, levels: Optional[int], data: str, se
 
 
 def save_checkpoint(path: PathLike, model: nn.Module, meta: dict, **training_state) -> Path:
-    """Write ``model``'s weights with ``meta`` (and e.g. optimizer=..., epoch=...) atomically."""
+    """Write ``model``'s weights with ``meta`` (and e.g. optimizer=..., epoch=...) atomically.
+    Without a registry name in ``meta["model"]``, the network is saved as an instance of its own
+    class (see the module docstring); a ValueError says what to do if it cannot be rebuilt."""
     network = network_record(model)
     if network is not None:
         meta = {**meta, "network": network}
+    if meta.get("model") not in models.list_models():
+        meta = _own_class_meta(model, meta)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "meta": meta,
                "model": model.state_dict(), **training_state}
     buffer = io.BytesIO()  # serialise first, so a full disk is an OSError of the plain write below
     torch.save(payload, buffer)
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
+
+
+def _own_class_meta(model: nn.Module, meta: dict) -> dict:
+    """``meta`` for a network of the user's own class, after checking that ``build_model`` rebuilds
+    it with the same weights' names and shapes."""
+    from . import __version__
+
+    given = meta.get("model")
+    if given is not None and ":" not in str(given):
+        raise ValueError(f"save_checkpoint(): unknown model {given!r}; known models: "
+                         f"{', '.join(models.list_models())}, or leave it out to save the network's own class")
+    source = given or (recipe(model) or {}).get("source") or class_path(model)
+    meta = {"model_kwargs": {}, "num_classes": None, "levels": None, "version": __version__,
+            **meta, "model": source}
+    how = ("define the class at the top level of an importable module (not in __main__ or a function) "
+           "and pass its constructor arguments as meta={'model_kwargs': {...}}, or register a factory "
+           "with groupsnn.models.register_model and save with meta={'model': name}")
+    module, _, name = source.partition(":")
+    if module == "__main__" or "<locals>" in name or not name:
+        raise ValueError(f"save_checkpoint(): cannot save {type(model).__name__}: a checkpoint rebuilds the "
+                         f"network from its class, and {source!r} cannot be imported elsewhere; {how}")
+    try:
+        rebuilt = build_model(meta).state_dict()
+    except Exception as err:  # noqa: BLE001  whatever building it raises, the answer is the same
+        raise ValueError(f"save_checkpoint(): cannot rebuild {source} with model_kwargs="
+                         f"{meta['model_kwargs']!r} ({type(err).__name__}: {str(err)[:150]}); {how}") from None
+    weights = model.state_dict()
+    if {k: v.shape for k, v in rebuilt.items()} != {k: v.shape for k, v in weights.items()}:
+        raise ValueError(f"save_checkpoint(): {source}(**{meta['model_kwargs']!r}) rebuilds a network "
+                         f"whose weights differ in names or shapes from {type(model).__name__}'s; {how}")
+    return meta
+
+
+def import_class(source: str) -> type:
+    """The ``nn.Module`` class at ``"package.module:ClassName"``."""
+    module, _, name = source.partition(":")
+    target = importlib.import_module(module)
+    for part in name.split("."):
+        target = getattr(target, part)
+    if not (isinstance(target, type) and issubclass(target, nn.Module)):
+        raise ValueError(f"{source} is not an nn.Module class")
+    return target
 
 
 def read_torch_file(path: PathLike, what: str = "checkpoint"):
@@ -58,12 +110,29 @@ def read_torch_file(path: PathLike, what: str = "checkpoint"):
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} not found" if not path.exists() else f"{what} {path} is not a file")
     with open(path, "rb") as f:  # an OSError here (no permission, ...) names the file itself
+        start = f.read(16)
+        if not start.startswith((b"PK\x03\x04", b"\x80")):  # a torch file is a zip archive or a pickle
+            raise ValueError(f"{path} is not a readable groupsnn {what}: it is not a file torch.save writes "
+                             f"(it starts with {start!r}); check the path")
+        f.seek(0)
         try:
             return torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            if "weights only" not in str(err).lower():
+                raise ValueError(f"{path} is not a readable groupsnn {what} (truncated or corrupt: "
+                                 f"{_shortened(str(err))})") from None
+            raise ValueError(f"{path} is not a readable groupsnn {what}: it holds Python objects other than "
+                             "tensors and plain containers, which groupsnn never loads (no code from a file "
+                             "runs); save the weights with groupsnn.checkpoint.save_checkpoint") from None
         except Exception as err:  # noqa: BLE001  damaged bytes fail in the unpickler as KeyError, IndexError, ...
-            first_line = next(iter(str(err).strip().splitlines()), "")
-            raise ValueError(f"{path} is not a readable groupsnn {what} (truncated, corrupt or not a torch "
-                             f"file: {type(err).__name__}: {first_line[:120]})") from None
+            raise ValueError(f"{path} is not a readable groupsnn {what} (truncated or corrupt: "
+                             f"{type(err).__name__}: {_shortened(str(err))})") from None
+
+
+def _shortened(message: str, limit: int = 120) -> str:
+    """The first line of ``message``, cut at a word boundary to at most ``limit`` characters."""
+    line = next(iter(message.strip().splitlines()), "")
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def load_checkpoint(path: PathLike) -> dict:
@@ -92,12 +161,13 @@ def _structure_problem(meta, weights) -> Optional[str]:
     if not isinstance(meta, dict):
         return "its metadata is not a dict"
     name = meta.get("model")
-    if name not in models.list_models():
-        return f"its model {name!r} is not one of {', '.join(models.list_models())}"
+    own = isinstance(name, str) and ":" in name  # the user's own class, by its import path
+    if not own and name not in models.list_models():
+        return f"its model {name!r} is not one of {', '.join(models.list_models())} nor a class path"
     kwargs = meta.get("model_kwargs", {})
-    if not isinstance(kwargs, dict) or not set(kwargs) <= models.factory_parameters(name):
+    if not isinstance(kwargs, dict) or not (own or set(kwargs) <= models.factory_parameters(name)):
         return f"its model arguments {kwargs!r} do not fit model {name!r}"
-    for key, allow_none in (("num_classes", False), ("levels", True)):
+    for key, allow_none in (("num_classes", own), ("levels", True)):
         value = meta.get(key)
         if not (value is None and allow_none) and (type(value) is not int or value < 1):
             return f"its {key} is {value!r}, not a positive integer"
@@ -124,7 +194,10 @@ def network_record(model: nn.Module) -> Optional[dict]:
 
 def build_model(meta: dict) -> nn.Module:
     """The (untrained) network described by ``meta``: the registry model, made as its recipe says."""
-    net = models.create(meta["model"], num_classes=meta["num_classes"], **meta.get("model_kwargs", {}))
+    if ":" in meta["model"]:
+        net = import_class(meta["model"])(**meta.get("model_kwargs", {}))
+    else:
+        net = models.create(meta["model"], num_classes=meta["num_classes"], **meta.get("model_kwargs", {}))
     network = meta.get("network")
     if network is None:  # a checkpoint from before recipes: prepare(levels) made it, if it has levels
         return prepare(net, levels=meta["levels"], inplace=True) if meta.get("levels") else net
@@ -157,7 +230,12 @@ def load_model(path: PathLike) -> tuple[nn.Module, dict]:
 
 
 def _restore_model(payload: dict, path: PathLike) -> nn.Module:
-    model = build_model(payload["meta"])
+    try:
+        model = build_model(payload["meta"])
+    except (ImportError, AttributeError) as err:  # the user's own class, not importable here
+        raise ValueError(f"{path} holds a network of class {payload['meta']['model']}, which cannot be imported "
+                         f"here ({type(err).__name__}: {err}); put the module that defines it on the Python "
+                         "path") from None
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as err:

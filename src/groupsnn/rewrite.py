@@ -122,6 +122,18 @@ def _graph_change(edits: list[_Edit], calls: Counter) -> Optional[str]:
     return None
 
 
+def class_path(model: nn.Module) -> str:
+    """``"module:QualifiedName"`` of ``model``'s class."""
+    return f"{type(model).__module__}:{type(model).__qualname__}"
+
+
+def _note_source(model: nn.Module) -> None:
+    """Note in ``model``'s recipe the class it was built from (checkpoints rebuild it from there),
+    unless it was noted before (a rewritten model is a ``GraphModule`` or the same class)."""
+    if "source" not in (recipe(model) or {}) and not isinstance(model, fx.GraphModule):
+        record(model, source=class_path(model))
+
+
 def rewrite(model: nn.Module, rule: Rule, what: str, inplace: bool = False) -> nn.Module:
     """Apply ``rule`` at every call site of ``model`` (of a copy unless ``inplace``); returns the
     rewritten model, which follows the contract of the module docstring."""
@@ -129,6 +141,7 @@ def rewrite(model: nn.Module, rule: Rule, what: str, inplace: bool = False) -> n
     graph = traced(net, what, "swapped activation modules only: functional activations (F.relu, "
                    "torch.relu, x.relu()) in forward() were left as they are, a module called at several "
                    "places stays shared, and an nn.ReLU(inplace=True) no longer writes into its input")
+    _note_source(net)
     if graph is None:
         _swap_modules(net, rule)
         return net
