@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 import groupsnn as gs
-from groupsnn.neurons import RateMaxPool, SpikingNeuron
+from groupsnn.neurons import GroupNeuron, RateMaxPool, SpikingNeuron
 from groupsnn.stats import layer_stats
 
 correct_module = importlib.import_module("groupsnn.correct")  # gs.correct is the function
@@ -67,16 +67,95 @@ def test_correct_works_on_a_residual_graph_module():
     assert sum(mean_gaps(after)) < 0.5 * sum(mean_gaps(before))
 
 
+class Residual(nn.Module):
+    """Conv → ReLU → Conv → BN, ``+=`` the shortcut in place → F.relu → MaxPool → Linear → ReLU → Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.act = nn.Conv2d(2, 8, 3, padding=1), nn.ReLU()
+        self.conv2, self.bn = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.pool, self.fc1, self.fc2 = nn.MaxPool2d(2), nn.Linear(8 * 4 * 4, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.act(self.conv1(x))
+        y = self.bn(self.conv2(h))
+        y += h
+        y = torch.nn.functional.relu(y)
+        return self.fc2(torch.relu(self.fc1(self.pool(y).flatten(1))))
+
+
+def corrections(snn, ann, data, timesteps, by_reruns=False, monkeypatch=None):
+    """The ``v_init`` of every neuron after ``gs.correct``, layer by layer or (``by_reruns``) by
+    running the network cut after each layer again from the input."""
+    if by_reruns:
+        monkeypatch.setattr(correct_module._LayerByLayer, "build", classmethod(lambda cls, *args: None))
+    gs.correct(snn, ann, data, timesteps=timesteps, batches=len(data), progress=False)
+    monkeypatch.undo() if by_reruns else None
+    return [m.v_init for m in snn.modules() if isinstance(m, SpikingNeuron)]
+
+
+@pytest.mark.parametrize("net, neuron, tau, signed", [
+    (small_cnn, "if", 1, False), (small_cnn, "gn", 2, True), (Residual, "gn", 4, False), (Residual, "if", 1, True)])
+def test_layer_by_layer_gives_the_corrections_of_rerunning_the_cut_network(net, neuron, tau, signed, monkeypatch):
+    """One run layer by layer computes each value the reruns compute, with the same operations on
+    the same tensors, so the corrections are equal bit for bit (not only within rounding)."""
+    torch.manual_seed(3)
+    data = batches(n=3, size=8)
+    ann = gs.calibrate(net().eval(), data, percentile=99.9, progress=False)
+    fast, slow = gs.convert(ann, neuron, tau, signed=signed), gs.convert(ann, neuron, tau, signed=signed)
+    inputs = [x for x, _ in data]
+    order = [n for n, m in fast.named_modules() if isinstance(m, SpikingNeuron)]
+    assert correct_module._LayerByLayer.build(fast, inputs, 3, order) is not None  # the fast path is taken
+    fast_shifts = corrections(fast, ann, data, 3)
+    slow_shifts = corrections(slow, ann, data, 3, by_reruns=True, monkeypatch=monkeypatch)
+    assert len(fast_shifts) == len(order) and all(a is not None for a in fast_shifts)
+    assert all(torch.equal(a, b) for a, b in zip(fast_shifts, slow_shifts))
+
+
+def test_graphs_whose_order_could_differ_are_rerun():
+    data = batches(n=1, size=4)
+    inputs = [data[0][0]]
+    ann = gs.calibrate(small_cnn().eval(), data, progress=False)
+    snn = gs.convert(ann, "gn", tau=2)
+    order = [n for n, m in snn.named_modules() if isinstance(m, SpikingNeuron)]
+    assert correct_module._LayerByLayer.build(snn, inputs, 2, order) is not None
+    assert correct_module._LayerByLayer.build(snn, inputs, 2, order[::-1]) is None  # neurons in another order
+
+    class Shared(nn.Module):  # one neuron called at two places: its state would see another order
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act = nn.Conv2d(2, 2, 3, padding=1), GroupNeuron(1.0, tau=2)
+
+        def forward(self, x):
+            return self.act(self.conv(self.act(x)))
+
+    assert correct_module._LayerByLayer.build(Shared(), inputs, 2, ["act"]) is None
+
+    class Noisy(nn.Module):  # random draws would come in another order
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act = nn.Conv2d(2, 2, 3, padding=1), nn.ReLU()
+
+        def forward(self, x):
+            return self.act(self.conv(x) + 0.01 * torch.randn_like(x))
+
+    noisy = gs.convert(gs.calibrate(Noisy().eval(), data, progress=False), "gn", tau=2)
+    assert correct_module._LayerByLayer.build(noisy, inputs, 2, ["act"]) is None
+    gs.correct(noisy, gs.calibrate(Noisy().eval(), data, progress=False), data, timesteps=2, progress=False)
+
+
 def test_cutting_the_network_after_each_layer_changes_no_correction(monkeypatch):
+    """ResNet-20: reruns of the cut network, of the whole network, and one run layer by layer agree."""
     torch.manual_seed(2)
     data = batches(n=2, size=8, shape=(3, 32, 32))
-    ann = gs.calibrate(gs.models.create("resnet20", num_classes=10).eval(), data, percentile=99.9)
-    cut, whole = gs.convert(ann, "gn", tau=2), gs.convert(ann, "gn", tau=2)
-    gs.correct(cut, ann, data, timesteps=2, batches=2)
+    ann = gs.calibrate(gs.models.create("resnet20", num_classes=10).eval(), data, percentile=99.9, progress=False)
+    cut = corrections(gs.convert(ann, "gn", tau=2), ann, data, 2, by_reruns=True, monkeypatch=monkeypatch)
     monkeypatch.setattr(correct_module, "_up_to", lambda model, name: model)
-    gs.correct(whole, ann, data, timesteps=2, batches=2)
-    shifts = [(a.v_init, b.v_init) for a, b in zip(cut.modules(), whole.modules()) if isinstance(a, SpikingNeuron)]
-    assert len(shifts) == 19 and all(a is not None and torch.equal(a, b) for a, b in shifts)
+    whole = corrections(gs.convert(ann, "gn", tau=2), ann, data, 2, by_reruns=True, monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    layer_by_layer = corrections(gs.convert(ann, "gn", tau=2), ann, data, 2)
+    assert len(cut) == 19 and all(a is not None for a in cut)
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(cut, whole, layer_by_layer))
 
 
 def test_correct_on_a_qcfs_trained_network(digits_ann):
