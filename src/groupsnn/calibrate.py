@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from .convert import prepare
 from .fold import fuse_batchnorm
+from .progress import progress_bar
 from .qcfs import QCFS
 from .recipe import record
 from .runtime import model_device
@@ -82,7 +83,7 @@ def _threshold(hist: StreamingHistogram, percentile: float, shape: tuple, name: 
 @torch.no_grad()
 def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_channel: bool = False,
               levels: Optional[int] = None, batches: Optional[int] = 10, maxpool: str = "keep",
-              fuse_bn: bool = False, inplace: bool = False, bins: int = 2048) -> nn.Module:
+              fuse_bn: bool = False, inplace: bool = False, bins: int = 2048, progress: bool = True) -> nn.Module:
     """Return the trained ReLU network ``model`` ready for ``convert``, without retraining.
 
     Every ReLU call site becomes a QCFS with ``levels`` (None: clip only, ``clamp(x, 0, θ)``) whose
@@ -93,7 +94,8 @@ def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_
     average pooling (``"avg"``, as in ``prepare``; it breaks networks trained with max-pooling).
     ``fuse_bn`` folds BatchNorm into the preceding conv/linear where sound (``groupsnn.fold``). The result is in eval mode and
     follows ``prepare``'s contract (``inplace=True`` rewrites ``model`` itself or raises); its recipe
-    notes these settings, so a checkpoint of it rebuilds the same network.
+    notes these settings, so a checkpoint of it rebuilds the same network. ``progress`` shows a bar
+    over the batches on a terminal (``groupsnn.progress``).
     """
     QCFS(levels)  # validates levels before any work
     if not 0 < percentile <= 100:
@@ -121,8 +123,11 @@ def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_
         histograms[module].update(flat)
 
     hooks = [m.register_forward_hook(observe) for m in activations]
+    length = len(loader) if hasattr(loader, "__len__") else None
+    total = length if batches is None else batches if length is None else min(batches, length)
     try:
-        for x in chain([first], inputs):
+        for x in progress_bar(chain([first], inputs), desc="calibrate", total=total, leave=False,
+                              disable=not progress):
             net(x)
     finally:
         for hook in hooks:

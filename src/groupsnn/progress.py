@@ -1,4 +1,5 @@
-"""Progress reports: tqdm bars on a terminal; in a log (stderr sent to a file, a pipe, CI), plain lines.
+"""Progress reports: tqdm bars on a terminal or in a Jupyter notebook; in a log (stderr sent to a
+file, a pipe, CI), plain lines.
 
 A log never gets escape codes or carriage returns. Bars that vanish when done (``leave=False``: the
 steps of an epoch, the batches of an evaluation) are off there, and a lasting bar (the epochs of a
@@ -11,10 +12,20 @@ from typing import Iterable, Optional
 from tqdm.auto import tqdm
 
 
+def _interactive() -> bool:
+    """Whether a person watches stderr: a terminal, or a Jupyter kernel (whose stderr is no tty)."""
+    if sys.stderr.isatty():
+        return True
+    ipython = sys.modules.get("IPython")  # imported only where IPython runs
+    shell = getattr(ipython, "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def progress_bar(iterable: Iterable, desc: str = "", total: Optional[int] = None, initial: int = 0,
                  leave: bool = True, disable: bool = False):
-    """``tqdm(iterable, ...)`` on a terminal, a :class:`LogProgress` in a log; both take ``set_postfix``."""
-    terminal = sys.stderr.isatty()
+    """``tqdm(iterable, ...)`` on a terminal or in a notebook (``tqdm.auto``: a widget there), a
+    :class:`LogProgress` in a log; both take ``set_postfix``."""
+    terminal = _interactive()
     if disable or not (terminal or leave):
         return tqdm(iterable, disable=True)
     if terminal:

@@ -230,7 +230,7 @@ def simulate(snn: nn.Module, x: torch.Tensor, timesteps: int, fold: bool = True)
 
 @torch.no_grad()
 def evaluate(snn: nn.Module, loader: Iterable, timesteps: Sequence[int] = (1, 2, 4, 8),
-             device: Optional[torch.device] = None, progress: bool = False, fold: bool = True) -> dict[int, float]:
+             device: Optional[torch.device] = None, progress: bool = True, fold: bool = True) -> dict[int, float]:
     """Top-1 accuracy in percent at each T of ``timesteps``, from one run of max(T) steps per batch.
 
     The prediction at T is the argmax of the outputs summed over steps 1..T. Works on an ANN too
