@@ -31,6 +31,8 @@ def workspace(tmp_path_factory):
     payload = torch.load(root / "run" / "checkpoint.pt", weights_only=True)
     torch.save({**payload, "meta": ["not", "a", "dict"]}, root / "odd_meta.pt")
     (root / "a_file").write_text("I am a file")
+    (root / "runs").mkdir()
+    (root / "runs" / "evaluate-run").write_text("I am a file where evaluate's default --out would be")
     (root / "empty").mkdir()
     (root / "relu.pt").write_bytes(b"")
     torch.save(torch.zeros(3), root / "tensor.pt")
@@ -147,6 +149,17 @@ CASES = {
                                "--data", "digits", "--out", "{w}/conv"], "unknown model 'nope'"),
     "convert tau zero": (["convert", "--from-relu", "{w}/relu_run/checkpoint.pt", "--model", "digits_cnn",
                           "--data", "digits", "--tau", "0", "--out", "{w}/conv"], "positive integers"),
+    "convert per-class zero": (["convert", "--from-relu", "{w}/relu_run/checkpoint.pt", "--model", "digits_cnn",
+                                "--data", "digits", "--per-class", "0", "--out", "{w}/conv"], "expected a positive integer"),
+    # conventions: the subcommand's own help hint, one meaning per name, devices, outputs in ./runs
+    "unknown option of a subcommand": (["stats", CKPT, "--bogus"],
+                                       "unrecognized arguments: --bogus (see 'groupsnn stats --help')"),
+    "IF neurons with a tau": (["evaluate", CKPT, "--neuron", "if", "--tau", "4"],
+                              "--tau is for Group Neurons; an IF neuron has one member"),
+    "unknown device": (["evaluate", CKPT, "--device", "gpu"],
+                       "expected cpu, cuda or cuda:N, got 'gpu' (see 'groupsnn evaluate --help')"),
+    "absent device": (["sweep", CKPT, "--device", "cuda:99"], "--device cuda:99: this machine has"),
+    "default out is a file": (["evaluate", CKPT], "output folder runs/evaluate-run is a file"),
     "convert bad percentile": (["convert", "--from-relu", "{w}/relu_run/checkpoint.pt", "--model", "digits_cnn",
                                 "--data", "digits", "--calibrate", "120", "--out", "{w}/conv"], "percentile"),
 }

@@ -1,12 +1,16 @@
 """The ``groupsnn`` command. Each subcommand is a ``_cmd_*`` function registered in ``_parser()``.
 
 User errors (bad arguments, missing files, ...) print one ``error: ...`` line and exit with code 2;
-``--debug`` shows the traceback instead.
+``--debug`` (before or after the subcommand) shows the traceback instead. Results go to ``--out``, by
+default ``runs/<command>-<what was run>`` in the current folder, never beside the input. Heavy modules
+(torch) are imported inside the commands, so ``groupsnn --help`` answers at once.
 """
 import argparse
+import re
 import sys
 from pathlib import Path
 
+from . import __version__
 from ._io import check_out_dir, write_json
 
 USER_ERRORS = (ValueError, OSError, ArithmeticError)
@@ -17,6 +21,29 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+class _CommandParser(_Parser):
+    """A subcommand's parser: arguments it does not know are its errors, with its help hint (argparse
+    would hand them up to ``groupsnn``'s)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
+class _Help(argparse.HelpFormatter):
+    """Help that names each option's default (lists as 1,2,4), where its text does not already."""
+
+    def _get_help_string(self, action) -> str:
+        text, default = action.help or "", action.default
+        nothing = any(default is v for v in (None, False, argparse.SUPPRESS))
+        if not action.option_strings or "default" in text or nothing:
+            return text  # a positional, a default the text tells, or none to tell
+        shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
 
 
 def _positive_int(text: str) -> int:
@@ -47,6 +74,40 @@ def _int_list(text: str) -> list[int]:
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive integers like 1,2,4, got {text!r}")
     return values
+
+
+def _device_name(text: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def _device(args):
+    """The ``torch.device`` of ``--device`` (default: the GPU where there is one), checked to exist."""
+    import torch
+
+    if args.device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device, count = torch.device(args.device), torch.cuda.device_count()
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise ValueError(f"--device {args.device}: this machine has {count or 'no'} CUDA GPU{'s' * (count != 1)}; "
+                         "choose another --device, e.g. cpu")
+    return device
+
+
+def _default_out(args, *settings: str) -> Path:
+    """``runs/<command>-<checkpoint>[-<data>][-<N>-per-class]-<settings>`` in the current folder: what tells
+    these results from another run's. Never the checkpoint's folder (shipped weights live inside the
+    installed package). <checkpoint> is the file's name, or its folder's for a ``checkpoint.pt``."""
+    path = Path(args.checkpoint)
+    name = path.resolve().parent.name if path.stem == "checkpoint" else path.stem
+    parts = [args.command, name, args.data, args.per_class and f"{args.per_class}-per-class", *settings,
+             "signed" * args.signed]
+    return Path("runs", "-".join(str(p) for p in parts if p))
+
+
+def _list(values) -> str:
+    return ",".join(map(str, values))
 
 
 def _cmd_demo(args) -> None:
@@ -140,17 +201,21 @@ def _cmd_evaluate(args) -> None:
     from .report import accuracy_rows, format_table, write_csv
     from .simulate import evaluate
 
+    if args.neuron == "if" and args.tau not in (None, 1):
+        raise ValueError("--tau is for Group Neurons; an IF neuron has one member: drop --tau or use --neuron gn")
     model, meta = _load_network(args.checkpoint, snn_allowed=True)
     saved = (recipe(model) or {}).get("snn")
     if saved:
         args.neuron, args.tau, args.signed = _saved_neurons(args, saved)
     else:
         args.neuron, args.tau = args.neuron or "gn", args.tau or 4
-    name = f"evaluate_{args.neuron}" + (f"_tau{args.tau}" if args.neuron == "gn" else "") + "_signed" * args.signed
-    out = check_out_dir(args.out or Path(args.checkpoint).parent, [f"{name}.json", f"{name}.csv"], args.overwrite)
-    loader = _test_loader(meta, args)
-    snn = model if saved else convert(model, neuron=args.neuron, tau=args.tau, signed=args.signed)
     tau = args.tau if args.neuron == "gn" else None
+    name = (f"evaluate_{args.neuron}" + f"_tau{tau}" * bool(tau) + "_signed" * args.signed
+            + f"_T{_list(args.timesteps)}")
+    out = check_out_dir(args.out or _default_out(args), [f"{name}.json", f"{name}.csv"], args.overwrite)
+    loader = _test_loader(meta, args)
+    model = model.to(_device(args))
+    snn = model if saved else convert(model, neuron=args.neuron, tau=tau, signed=args.signed)
     results = {**({} if saved else {"ann_accuracy": round(evaluate(model, loader, [1], progress=True)[1], 4)}),
                "levels": meta["levels"],
                "snn": accuracy_rows(args.neuron, tau, evaluate(snn, loader, args.timesteps, progress=True),
@@ -173,6 +238,7 @@ def _cmd_convert(args) -> None:
 
     if not args.from_relu.is_file():
         raise FileNotFoundError(f"--from-relu: {args.from_relu} not found")
+    device = _device(args)
     files = ["results.json", "results.csv", "accuracy_vs_T.png"] + ["checkpoint.pt"] * bool(args.finetune_epochs)
     out = check_out_dir(args.out, files, args.overwrite)
     splits = data.load(args.data, args.data_dir)
@@ -183,19 +249,23 @@ def _cmd_convert(args) -> None:
     if skipped:
         raise ValueError(f"{args.from_relu}: {skipped[0]} has another shape than in {args.model!r} "
                          f"with {splits.num_classes} classes; pass the right --model and --data")
+    relu = relu.to(device)
     # shuffled (data sets stored class by class would otherwise calibrate on one class), not augmented
     calibration = data.make_loader(splits.train, args.batch_size, train=True, workers=args.workers, seed=args.seed)
-    test = data.make_loader(data.fixed_order(splits.test), args.batch_size, train=False, workers=args.workers)
+    test_set = data.class_balanced_subset(splits.test, args.per_class) if args.per_class else splits.test
+    test = data.make_loader(data.fixed_order(test_set), args.batch_size, train=False, workers=args.workers)
     ann = calibrate(relu, calibration, args.calibrate, per_channel=args.per_channel, levels=args.levels,
                     batches=args.calibration_batches, maxpool=args.maxpool, fuse_bn=args.fuse_bn)
     if args.finetune_epochs:
-        ann = _finetune(ann, args, splits.num_classes, model_kwargs, list(splits.input_shape), out / "checkpoint.pt")
-    calibrated = sweep(ann, test, args.tau if args.neuron in ("gn", "both") else [], args.timesteps,
+        ann = _finetune(ann, args, splits.num_classes, model_kwargs, list(splits.input_shape), out / "checkpoint.pt",
+                        device)
+    calibrated = sweep(ann, test, args.taus if args.neuron in ("gn", "both") else [], args.timesteps,
                        progress=True, include_if=args.neuron in ("if", "both"), signed=args.signed)
     results = {"ann": "ReLU ANN", "ann_accuracy": round(evaluate(relu, test, [1])[1], 4), "levels": args.levels,
                "snn": calibrated["snn"], "calibrated_ann_accuracy": calibrated["ann_accuracy"],
                **{k: calibrated[k] for k in ("ann_energy_uj", "energy_samples") if k in calibrated},
                "checkpoint": str(args.from_relu), "model": args.model, "data": args.data,
+               **({"per_class": args.per_class} if args.per_class else {}),
                "percentile": args.calibrate, "per_channel": args.per_channel, "maxpool": args.maxpool,
                "fuse_bn": args.fuse_bn, "finetune_epochs": args.finetune_epochs or 0,
                **({"signed": True} if args.signed else {})}
@@ -211,12 +281,10 @@ def _cmd_convert(args) -> None:
     print(f"wrote {out / 'results.json'}, results.csv and accuracy_vs_T.png")
 
 
-def _finetune(ann, args, num_classes: int, model_kwargs: dict, input_shape: list, path: Path):
+def _finetune(ann, args, num_classes: int, model_kwargs: dict, input_shape: list, path: Path, device):
     """``ann`` (calibrated) trained ``--finetune-epochs`` epochs at ``--finetune-lr`` on the augmented
-    training split, on ``groupsnn train``'s fast path where it pays, saved to ``path`` as a checkpoint
-    that evaluate, sweep and stats read."""
-    import torch
-
+    training split on ``device``, on ``groupsnn train``'s fast path where it pays, saved to ``path`` as
+    a checkpoint that evaluate, sweep and stats read."""
     from . import data
     from .checkpoint import make_meta, save_checkpoint
     from .train import TrainConfig, amp_pays, fit
@@ -224,7 +292,6 @@ def _finetune(ann, args, num_classes: int, model_kwargs: dict, input_shape: list
     train = data.load(args.data, args.data_dir, augment=args.augment).train
     loader = data.make_loader(train, args.batch_size, train=True, workers=args.workers, seed=args.seed)
     cfg = TrainConfig(epochs=args.finetune_epochs, lr=args.finetune_lr, seed=args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = args.amp if args.amp is not None else amp_pays(ann, tuple(input_shape), device)
     ann = fit(ann, loader, cfg, device, amp=amp, compile=None).eval()
     meta = make_meta(args.model, num_classes, args.levels, args.data, args.seed, model_kwargs=model_kwargs,
@@ -241,8 +308,10 @@ def _cmd_sweep(args) -> None:
 
     files = ["sweep.json", "sweep.csv", "accuracy_vs_T.png", "effect_of_tau.png"]
     files += ["accuracy_vs_energy.png"] * bool(args.energy_batches)
-    out = check_out_dir(args.out or Path(args.checkpoint).parent, files, args.overwrite)
+    out = check_out_dir(args.out or _default_out(args, f"taus{_list(args.taus)}", f"T{_list(args.timesteps)}"),
+                        files, args.overwrite)
     ann, meta = _load_qcfs(args.checkpoint)
+    ann = ann.to(_device(args))
     results = {**sweep(ann, _test_loader(meta, args), args.taus, args.timesteps, progress=True,
                        energy_batches=args.energy_batches, signed=args.signed), **_source(args, meta)}
     print(format_table(results))
@@ -264,12 +333,14 @@ def _cmd_stats(args) -> None:
     from .report import neuron_label
     from .stats import format_stats, layer_stats
 
-    out = check_out_dir(args.out or Path(args.checkpoint).parent, ["stats.json", "firing_rates.png"], args.overwrite)
+    out = check_out_dir(args.out or _default_out(args, args.neuron, f"tau{args.tau}", f"T{args.timesteps}"),
+                        ["stats.json", "firing_rates.png"], args.overwrite)
     ann, meta = _load_qcfs(args.checkpoint)
+    ann = ann.to(_device(args))
     batches = list(islice(_test_loader(meta, args), args.batches))
     runs = []
     for neuron in (args.neuron, "if" if args.neuron == "gn" else "gn"):  # the other one for comparison
-        snn = convert(ann, neuron, args.tau, signed=args.signed)
+        snn = convert(ann, neuron, args.tau if neuron == "gn" else None, signed=args.signed)
         stats = layer_stats(snn, batches, args.timesteps, ann, args.ac_pj, args.mac_pj)
         runs.append({"neuron": neuron, "tau": args.tau if neuron == "gn" else None,
                      **({"signed": True} if args.signed else {}), **stats})
@@ -296,10 +367,14 @@ def _cmd_export(args) -> None:
     print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes, sha256 {sha256})")
 
 
+DEBUG_HELP = "show tracebacks instead of one-line errors"
+TIMESTEPS_HELP = "time steps T, e.g. 1,2,4,8"
+
+
 def _add_data_options(parser: argparse.ArgumentParser, data_required: bool = False) -> None:
     parser.add_argument("--data", required=data_required, help="data set name (see groupsnn.data.list_datasets())")
     parser.add_argument("--data-dir", help="folder holding the data set files (nothing is downloaded)")
-    parser.add_argument("--batch-size", type=_positive_int, default=128)
+    parser.add_argument("--batch-size", type=_positive_int, default=128, help="images per batch")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: automatic)")
 
 
@@ -316,37 +391,53 @@ def _add_signed_option(parser: argparse.ArgumentParser) -> None:
                              "docs/signed_neurons.md)")
 
 
-def _checkpoint_command(commands, name: str, help: str, run) -> argparse.ArgumentParser:
-    """A subcommand that reads a ``groupsnn train`` checkpoint and writes results beside it."""
-    parser = commands.add_parser(name, help=help)
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", type=_device_name,
+                        help="where the networks run: cpu, cuda or cuda:N (default: cuda if there is a GPU, else cpu)")
+
+
+def _command(commands, name: str, help: str, run) -> argparse.ArgumentParser:
+    """A subcommand whose help shows the defaults, and that takes --debug after its name too."""
+    parser = commands.add_parser(name, help=help, description=help, formatter_class=_Help)
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _checkpoint_command(commands, name: str, help: str, run, out: str) -> argparse.ArgumentParser:
+    """A subcommand that reads a ``groupsnn train`` checkpoint and writes results to --out (default:
+    ``runs/<name>-<checkpoint>-<out>``)."""
+    parser = _command(commands, name, help, run)
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by groupsnn train")
     _add_data_options(parser)
     parser.add_argument("--per-class", type=_positive_int, metavar="N",
                         help="only the first N test images of each class (a fixed class-balanced subset)")
     _add_signed_option(parser)
-    parser.add_argument("--out", type=Path, help="output folder (default: the checkpoint's folder)")
+    _add_device_option(parser)
+    parser.add_argument("--out", type=Path,
+                        help=f"output folder (default: runs/{name}-CKPT[-DATA][-N-per-class]{out}[-signed] in the "
+                             "current folder; CKPT: the checkpoint's file name, or its folder's for checkpoint.pt)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier outputs in --out")
-    parser.set_defaults(run=run)
     return parser
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="groupsnn", description="ANN-to-SNN conversion with Group Neurons.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="groupsnn", description="ANN-to-SNN conversion with Group Neurons.", formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
-    demo = commands.add_parser("demo", help="train a QCFS CNN on an embedded data set, compare IF and GN SNNs")
-    demo.add_argument("--data", default="digits", choices=["digits", "mnist1d"])
-    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    demo = _command(commands, "demo", "train a QCFS CNN on an embedded data set, compare IF and GN SNNs", _cmd_demo)
+    demo.add_argument("--data", default="digits", choices=["digits", "mnist1d"], help="embedded data set")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     demo.add_argument("--levels", type=_positive_int, default=8, help="QCFS quantisation levels L")
-    demo.add_argument("--epochs", type=_positive_int, default=30)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=_positive_int, default=30, help="training epochs")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--taus", type=_int_list, default=[1, 2, 4, 8], help="Group Neuron sizes, e.g. 1,2,4,8")
-    demo.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
+    demo.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32], help=TIMESTEPS_HELP)
     demo.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
-    demo.set_defaults(run=_cmd_demo)
 
-    train = commands.add_parser("train", help="train a QCFS or ReLU network (also under torchrun for DDP)")
+    train = _command(commands, "train", "train a QCFS or ReLU network (also under torchrun for DDP)", _cmd_train)
     train.add_argument("--model", required=True, help="registry name, e.g. resnet20, vgg16, resnet34")
     _add_data_options(train, data_required=True)
     train.add_argument("--activation", choices=["qcfs", "relu"], default="qcfs",
@@ -355,13 +446,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--levels", type=_positive_int, help="QCFS levels L (default 8)")
     _add_augment_option(train)
     train.add_argument("--threshold", type=float, default=8.0, help="initial QCFS threshold")
-    train.add_argument("--epochs", type=_positive_int, default=300)
-    train.add_argument("--lr", type=float, default=0.1)
-    train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--weight-decay", type=float, default=5e-4)
-    train.add_argument("--warmup-epochs", type=float, default=0.0)
-    train.add_argument("--label-smoothing", type=float, default=0.0)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=_positive_int, default=300, help="training epochs")
+    train.add_argument("--lr", type=float, default=0.1, help="learning rate (SGD, cosine schedule)")
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    train.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
+    train.add_argument("--warmup-epochs", type=float, default=0.0, help="epochs of learning-rate warm-up")
+    train.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the loss")
+    train.add_argument("--seed", type=int, default=0, help="random seed")
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                        help="mixed precision: bf16 autocast + channels-last on CPUs with bf16 units, fp16 on CUDA "
                             "(default: where it pays: on CUDA, and for 2-D conv nets on images of 32x32 or more)")
@@ -372,23 +463,24 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.add_argument("--out", type=Path, required=True, help="folder for checkpoint.pt and metrics.csv")
     train.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
-    train.set_defaults(run=_cmd_train)
 
-    ev = _checkpoint_command(commands, "evaluate", "accuracy of a checkpoint's SNN at several T", _cmd_evaluate)
+    ev = _checkpoint_command(commands, "evaluate", "accuracy of a checkpoint's SNN at several T", _cmd_evaluate,
+                             "")
     ev.add_argument("--neuron", choices=["gn", "if"],
                     help="neuron kind (default: gn; a saved SNN: its own)")
     ev.add_argument("--tau", type=_positive_int, help="Group Neuron members (default: 4; a saved SNN: its own)")
-    ev.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
+    ev.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32], help=TIMESTEPS_HELP)
+    ev.description += ": evaluate_NEURON[_tauTAU][_signed]_TTIMESTEPS.json and .csv in --out"
 
     sw = _checkpoint_command(commands, "sweep", "accuracy of IF and GN of several sizes at several T, with plots",
-                             _cmd_sweep)
+                             _cmd_sweep, "-tausTAUS-TTIMESTEPS")
     sw.add_argument("--taus", type=_int_list, default=[1, 2, 4, 8], help="Group Neuron sizes, e.g. 1,2,4,8")
-    sw.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
+    sw.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32], help=TIMESTEPS_HELP)
     sw.add_argument("--energy-batches", type=int, default=4, metavar="N",
                     help="count spikes on the first N test batches for SOPs, energy and the Pareto front (0: none)")
 
     st = _checkpoint_command(commands, "stats", "per-layer firing rates, synaptic operations, energy, "
-                             "conversion error", _cmd_stats)
+                             "conversion error", _cmd_stats, "-NEURON-tauTAU-TTIMESTEPS")
     st.add_argument("--neuron", choices=["gn", "if"], default="gn", help="shown first; the other is compared")
     st.add_argument("--tau", type=_positive_int, default=4, help="Group Neuron members")
     st.add_argument("--timesteps", type=_positive_int, default=4, help="time steps T")
@@ -396,17 +488,20 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--ac-pj", type=_positive_float, default=0.9, help="energy per accumulate, pJ (Horowitz 2014)")
     st.add_argument("--mac-pj", type=_positive_float, default=4.6, help="energy per multiply-accumulate, pJ (Horowitz 2014)")
 
-    ex = commands.add_parser("export", help="a checkpoint's network alone (no training state), e.g. to ship it")
+    ex = _command(commands, "export", "a checkpoint's network alone (no training state), e.g. to ship it",
+                  _cmd_export)
     ex.add_argument("checkpoint", type=Path, help="a checkpoint written by groupsnn train")
     ex.add_argument("--out", type=Path, required=True, help="file to write (a groupsnn checkpoint)")
     ex.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    ex.set_defaults(run=_cmd_export)
 
-    cv = commands.add_parser("convert", help="calibrate a pretrained ReLU network (optionally fine-tune it), compare SNNs")
+    cv = _command(commands, "convert", "calibrate a pretrained ReLU network (optionally fine-tune it), compare SNNs",
+                  _cmd_convert)
     cv.add_argument("--from-relu", type=Path, required=True, metavar="CKPT",
                     help="state_dict (.pt) of a ReLU network of --model (or a groupsnn checkpoint of one)")
     cv.add_argument("--model", required=True, help="registry name, e.g. digits_cnn, resnet18")
     _add_data_options(cv, data_required=True)
+    cv.add_argument("--per-class", type=_positive_int, metavar="N",
+                    help="test on the first N test images of each class only (a fixed class-balanced subset)")
     cv.add_argument("--calibrate", type=float, default=99.9, metavar="PERCENTILE",
                     help="threshold = this percentile of each activation (100: its maximum)")
     cv.add_argument("--calibration-batches", type=_positive_int, default=10, help="training batches to calibrate on")
@@ -423,13 +518,13 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning")
     cv.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                     help="fine-tune in mixed precision (default: where it pays, as groupsnn train)")
-    cv.add_argument("--neuron", choices=["gn", "if", "both"], default="gn")
-    cv.add_argument("--tau", type=_int_list, default=[8], help="Group Neuron sizes, e.g. 4,8,16")
+    cv.add_argument("--neuron", choices=["gn", "if", "both"], default="gn", help="neuron kind (both: IF and GN)")
+    cv.add_argument("--taus", type=_int_list, default=[8], help="Group Neuron sizes, e.g. 4,8,16")
     _add_signed_option(cv)
-    cv.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32])
-    cv.add_argument("--out", type=Path, default=Path("runs/convert"), help="output folder (default runs/convert)")
+    cv.add_argument("--timesteps", type=_int_list, default=[1, 2, 4, 8, 16, 32], help=TIMESTEPS_HELP)
+    _add_device_option(cv)
+    cv.add_argument("--out", type=Path, default=Path("runs/convert"), help="output folder")
     cv.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
-    cv.set_defaults(run=_cmd_convert)
     return parser
 
 
