@@ -59,10 +59,11 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
     return record(rewrite(model, rule, "prepare()", inplace), levels=levels, maxpool=maxpool)
 
 
-def convert(model: nn.Module, neuron: str = "gn", tau: int = 4, strict: bool = True,
+def convert(model: nn.Module, neuron: str = "gn", tau: Optional[int] = None, strict: bool = True,
             inplace: bool = False, step_mode: str = "s", signed: bool = False) -> nn.Module:
-    """Return the SNN: each QCFS call site becomes an IF neuron (``neuron="if"``) or a Group Neuron of
-    ``tau`` members (``neuron="gn"``), keeping its threshold, and each max-pooling a ``RateMaxPool``.
+    """Return the SNN: each QCFS call site becomes an IF neuron (``neuron="if"``; it has one member, so
+    a ``tau`` other than 1 raises) or a Group Neuron of ``tau`` members (``neuron="gn"``; default 4),
+    keeping its threshold, and each max-pooling a ``RateMaxPool``.
     Any other activation raises, naming the layer, unless ``strict=False`` (then it is left as it is).
     The result follows ``prepare``'s contract (its class, or a ``torch.fx.GraphModule``).
     ``signed=True`` makes neurons that also emit negative spikes to take back earlier ones (not in
@@ -80,7 +81,11 @@ def convert(model: nn.Module, neuron: str = "gn", tau: int = 4, strict: bool = T
     if neuron not in ("gn", "if"):
         raise ValueError(f"unknown neuron {neuron!r}; use 'gn' (Group Neuron) or 'if' (integrate-and-fire)")
     if neuron == "gn":
+        tau = 4 if tau is None else tau
         GroupNeuron(1.0, tau)  # validates tau before any work
+    elif tau not in (None, 1):  # one member is what an IF neuron is
+        raise ValueError(f"convert(): tau is for Group Neurons; an IF neuron has one member: drop tau or use "
+                         f"neuron='gn' (got tau={tau!r})")
 
     def rule(site: Site) -> Optional[nn.Module]:
         target = site.target

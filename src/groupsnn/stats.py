@@ -384,11 +384,15 @@ def format_stats(stats: dict) -> str:
     signed = any(r.get("negative_rate") for r in stats["layers"])
     lines = [f"{'layer':<22}{'rate':>8}" + f"{'neg rate':>10}" * signed
              + f"{'mean out':>10}{'SOPs':>12}{'ANN MACs':>12}{'MSE vs ANN':>12}"]
+
+    def fixed(x: float, width: int, digits: int) -> str:  # 0.000, never -0.000
+        return f"{round(x, digits) + 0.0:>{width}.{digits}f}"
+
     for r in stats["layers"]:
         mse = "" if r["conversion_mse"] is None else f"{r['conversion_mse']:.3g}"
-        lines.append(f"{r['layer'][-22:]:<22}{r['firing_rate']:>8.3f}"
-                     + f"{r.get('negative_rate', 0):>10.3f}" * signed
-                     + f"{r['mean_output']:>10.4f}{r['sops']:>12.4g}{r['macs']:>12.4g}{mse:>12}")
+        lines.append(f"{r['layer'][-22:]:<22}{fixed(r['firing_rate'], 8, 3)}"
+                     + fixed(r.get("negative_rate", 0), 10, 3) * signed
+                     + f"{fixed(r['mean_output'], 10, 4)}{r['sops']:>12.4g}{r['macs']:>12.4g}{mse:>12}")
     t = stats["totals"]
     lines.append(f"per sample, T={stats['timesteps']}: {t['sops']:.4g} SOPs + {t['snn_macs']:.4g} MACs "
                  f"= {t['snn_energy_uj']:.4g} µJ; ANN {t['ann_macs']:.4g} MACs = {t['ann_energy_uj']:.4g} µJ")

@@ -268,11 +268,13 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
 
-def fit(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device,
+def fit(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: "torch.device | str",
         test_loader: Optional[DataLoader] = None, progress: bool = True, amp: bool = False,
         compile: Optional[bool] = False) -> nn.Module:
-    """Train ``model`` in memory for ``cfg.epochs`` epochs (no checkpoints); returns it. ``amp`` and
-    ``compile`` as ``Trainer``'s; ``compile=None`` compiles where it pays (``compile_pays``)."""
+    """Train ``model`` in memory for ``cfg.epochs`` epochs (no checkpoints) on ``device`` (a
+    ``torch.device`` or its name: "cpu", "cuda", "cuda:1"); returns it. ``amp`` and ``compile`` as
+    ``Trainer``'s; ``compile=None`` compiles where it pays (``compile_pays``)."""
+    device = torch.device(device)
     torch.manual_seed(cfg.seed)
     if compile is None:
         compile = compile_pays(cfg.epochs * len(loader), device)
