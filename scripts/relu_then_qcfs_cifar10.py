@@ -38,7 +38,7 @@ def commands(data_dir: str, epochs: int, finetune_epochs: int, run: str, out: st
         "export-relu": ["export", f"{run}/relu/checkpoint.pt", "--out", RELU_WEIGHTS, "--overwrite"],
         "finetune": ["convert", "--from-relu", f"{run}/relu/checkpoint.pt", *cifar, "--levels", "8",
                      "--augment", "crop-flip", "--finetune-epochs", str(finetune_epochs), "--finetune-lr",
-                     str(FINETUNE_LR), "--seed", "0", "--neuron", "gn", "--tau", "4", "--timesteps", "2",
+                     str(FINETUNE_LR), "--seed", "0", "--neuron", "gn", "--taus", "4", "--timesteps", "2",
                      "--out", f"{run}/qcfs", "--overwrite"],
         "export": ["export", f"{run}/qcfs/checkpoint.pt", "--out", WEIGHTS, "--overwrite"],
         **evaluation_commands(WEIGHTS, data_dir, out),

@@ -113,7 +113,8 @@ def write_report(out: Path, timings: dict, script: str, intro: list[str], **reco
     """``results.json`` (the demo's schema, plus ``record`` and the subset the tests check),
     ``results.csv`` and ``README.md`` from the sweep, subset and timings recorded in ``out``."""
     sweep = json.loads((out / "sweep.json").read_text())
-    subset = json.loads((out / "subset" / "evaluate_gn_tau4.json").read_text())
+    # the evaluate command's file (named evaluate_gn_tau4_T<steps>.json since names carry T)
+    subset = json.loads(sorted((out / "subset").glob("evaluate_gn_tau4*.json"))[-1].read_text())
     energy = {key: sweep[key] for key in ("ann_energy_uj", "energy_samples") if key in sweep}
     results = {
         "ann_accuracy": sweep["ann_accuracy"], "levels": sweep["levels"], "snn": sweep["snn"], **energy,

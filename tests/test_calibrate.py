@@ -115,7 +115,7 @@ def test_cli_convert_writes_the_accuracy_table(digits_relu, tmp_path, capsys):
     checkpoint, out = tmp_path / "relu.pt", tmp_path / "convert"
     torch.save(digits_relu[0].state_dict(), checkpoint)
     code = main(["convert", "--from-relu", str(checkpoint), "--model", "digits_cnn", "--data", "digits",
-                 "--neuron", "both", "--tau", "8", "--timesteps", "1,4", "--out", str(out)])
+                 "--neuron", "both", "--taus", "8", "--timesteps", "1,4", "--out", str(out)])
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert {(r["neuron"], r["tau"], r["timesteps"]) for r in results["snn"]} == \

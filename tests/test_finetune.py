@@ -14,7 +14,7 @@ def test_finetuned_checkpoint_is_read_by_evaluate_sweep_and_stats(digits_relu, t
     torch.save(relu.state_dict(), tmp_path / "relu.pt")
     out = tmp_path / "tuned"
     assert main(["convert", "--from-relu", str(tmp_path / "relu.pt"), "--model", "digits_cnn", "--data", "digits",
-                 "--levels", "8", "--finetune-epochs", "1", "--tau", "8", "--timesteps", "1,2",
+                 "--levels", "8", "--finetune-epochs", "1", "--taus", "8", "--timesteps", "1,2",
                  "--out", str(out)]) == 0
     ann, meta = load_model(out / "checkpoint.pt")
     assert meta["levels"] == 8 and meta["finetune"]["epochs"] == 1 and meta["network"]["maxpool"] == "keep"
@@ -32,16 +32,17 @@ def test_finetuned_checkpoint_is_read_by_evaluate_sweep_and_stats(digits_relu, t
         where = out / command[0]  # convert's own plot is in out
         assert main([command[0], str(out / "checkpoint.pt"), *command[1:], "--out", str(where)]) == 0, \
             capsys.readouterr().err
-        assert (where / f"{'evaluate_gn_tau8' if command[0] == 'evaluate' else command[0]}.json").is_file()
+        assert (where / f"{'evaluate_gn_tau8_T1' if command[0] == 'evaluate' else command[0]}.json").is_file()
 
 
 def test_a_clip_only_calibrated_checkpoint_converts(digits_relu, tmp_path, capsys):
     relu, calibration, _ = digits_relu
     ann = gs.calibrate(relu, calibration)  # levels=None: clip only
     save_checkpoint(tmp_path / "clip.pt", ann, make_meta("digits_cnn", 10, None, "digits", input_shape=[1, 8, 8]))
-    assert main(["evaluate", str(tmp_path / "clip.pt"), "--tau", "8", "--timesteps", "1,2"]) == 0, \
+    assert main(["evaluate", str(tmp_path / "clip.pt"), "--tau", "8", "--timesteps", "1,2",
+                 "--out", str(tmp_path / "evaluate")]) == 0, \
         capsys.readouterr().err
     assert "GN τ=8" in capsys.readouterr().out
     save_checkpoint(tmp_path / "relu.pt", relu, make_meta("digits_cnn", 10, None, "digits", input_shape=[1, 8, 8]))
-    assert main(["evaluate", str(tmp_path / "relu.pt")]) == 2
+    assert main(["evaluate", str(tmp_path / "relu.pt"), "--out", str(tmp_path / "evaluate_relu")]) == 2
     assert "holds a plain ReLU network" in capsys.readouterr().err

@@ -122,11 +122,11 @@ def test_cli_signed_flag_converts_to_signed_neurons_and_says_so(digits_checkpoin
     monkeypatch.setattr(importlib.import_module("groupsnn.sweep"), "convert", convert)
     common = [str(digits_checkpoint), "--timesteps", "1,2", "--per-class", "3", "--out", str(tmp_path)]
     assert main(["evaluate", *common, "--signed"]) == 0
-    results = json.loads((tmp_path / "evaluate_gn_tau4_signed.json").read_text())
+    results = json.loads((tmp_path / "evaluate_gn_tau4_signed_T1,2.json").read_text())
     assert results["signed"] is True and all(r["signed"] for r in results["snn"])
     assert main(["sweep", *common, "--taus", "2", "--signed", "--energy-batches", "1"]) == 0
     assert (tmp_path / "sweep.csv").read_text().splitlines()[0] == \
         "neuron,tau,timesteps,accuracy,signed,sops,snn_energy_uj,pareto"
     assert converted == [True, True, True] and json.loads((tmp_path / "sweep.json").read_text())["signed"]
     assert main(["evaluate", *common]) == 0 and converted[-1] is False
-    assert "signed" not in json.loads((tmp_path / "evaluate_gn_tau4.json").read_text())
+    assert "signed" not in json.loads((tmp_path / "evaluate_gn_tau4_T1,2.json").read_text())

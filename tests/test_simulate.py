@@ -38,7 +38,7 @@ def test_split_simulation_equals_running_the_whole_model_each_step():
 
 
 def test_evaluate_from_one_run_equals_separate_runs():
-    snn = small_snn("if")
+    snn = small_snn("if", None)
     loader = [(torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))) for _ in range(3)]
     together = gs.evaluate(snn, loader, timesteps=[1, 3, 8])
     for t in (1, 3, 8):

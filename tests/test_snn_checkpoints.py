@@ -68,8 +68,8 @@ def test_groupsnn_evaluate_on_a_saved_snn_evaluates_that_snn(digits_checkpoint, 
     args = ["--timesteps", "1,2", "--per-class", "5"]
     assert main(["evaluate", str(digits_checkpoint), "--tau", "2", "--out", str(tmp_path / "ann"), *args]) == 0
     assert main(["evaluate", str(tmp_path / "snn.pt"), "--out", str(tmp_path / "snn"), *args]) == 0
-    from_ann = json.loads((tmp_path / "ann" / "evaluate_gn_tau2.json").read_text())
-    from_snn = json.loads((tmp_path / "snn" / "evaluate_gn_tau2.json").read_text())
+    from_ann = json.loads((tmp_path / "ann" / "evaluate_gn_tau2_T1,2.json").read_text())
+    from_snn = json.loads((tmp_path / "snn" / "evaluate_gn_tau2_T1,2.json").read_text())
     assert from_snn["snn"] == from_ann["snn"] and {r["tau"] for r in from_snn["snn"]} == {2}
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "snn.pt"), "--tau", "4", "--out", str(tmp_path / "x"), *args]) == 2
