@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch import fx
 
-from .graph import Unsplittable, is_call, module_of, per_step_nodes, trace, traced
+from .graph import is_call, module_of, per_step_nodes, trace, traced
 from .neurons import SpikingNeuron
 from .ops import RANDOM_CALLS
 from .progress import progress_bar
@@ -103,7 +103,7 @@ class _LayerByLayer:
     on values of earlier nodes at step t and, for a stateful module, on its own earlier steps, which
     it takes in order (reset before each batch). In-place writes land in the values of the same
     step, as when stepping. So the values, and the corrections, are bit for bit those of running the
-    network cut after the layer (``_correct_by_reruns``; tests/test_correct.py checks it), at the
+    network cut after the layer (``_rerun_up_to``; tests/test_correct.py checks it), at the
     cost of one run through the network instead of two per neuron layer. The memory is the values
     live between two layers for all batches and steps: for ResNet-20 at T steps about
     ``2·T·batches`` activations of one batch.
@@ -120,15 +120,14 @@ class _LayerByLayer:
         self.values: dict[fx.Node, list] = {}
         self.users_left = {n: len(n.users) for n in graph.nodes}
         self.node_of = {n.target: n for n in graph.nodes if n.op == "call_module"}
+        self.pending: Optional[fx.Node] = None  # the layer ``up_to`` stopped at
 
     @classmethod
     def build(cls, model: nn.Module, inputs: list, timesteps: int, order: list[str]) -> Optional["_LayerByLayer"]:
         try:
             graph = trace(model)
             dynamic = per_step_nodes(model, graph)
-        except Unsplittable:
-            return None
-        except Exception:  # noqa: BLE001  untraceable: the reruns say so (graph.traced's warning)
+        except Exception:  # noqa: BLE001  untraceable (the reruns warn, graph.traced) or Unsplittable
             return None
         nodes = list(graph.nodes)
         called = [module_of(model, n) for n in nodes if n.op == "call_module" and is_stateful(module_of(model, n))]
@@ -205,8 +204,12 @@ class _LayerByLayer:
                     module(*args, **kwargs)
             _reset_module(module)
 
-        self.finish = lambda: self._run(target)  # after the correction: its outputs, for the layers after it
+        self.pending = target
         return run_layer
+
+    def finish(self) -> None:
+        """Compute the outputs of the layer ``up_to`` stopped at (corrected now), for the layers after it."""
+        self._run(self.pending)
 
 
 def _correct_layer(snn: nn.Module, name: str, neuron: SpikingNeuron, target: torch.Tensor, run, timesteps: int):
