@@ -64,3 +64,23 @@ def test_a_random_draw_is_never_static():
     snn = gs.convert(gs.prepare(Noisy(), levels=4, threshold=1.0), "gn", tau=2)
     static = {n.name for n in static_nodes(snn, trace(snn))}
     assert static == {"x"}  # only the input: the draw, and all that follows it, run at every step
+
+
+def test_a_static_write_after_a_per_step_read_runs_at_every_step():
+    class ReadThenWrite(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act = nn.Conv2d(1, 1, 1), gs.GroupNeuron(1.0, tau=4)
+
+        def forward(self, x):
+            h = self.conv(x)
+            s = self.act(h)
+            h += 100.0  # depends on nothing per step, yet must come after the neuron read h
+            return s + h
+
+    net, x = ReadThenWrite().eval(), torch.rand(2, 1, 2, 2)
+    with torch.no_grad():
+        stepped = torch.stack([net(x) for _ in range(3)])
+    gs.reset(net)
+    for fold in (True, False):
+        assert torch.equal(gs.simulate(net, x, 3, fold=fold), stepped)

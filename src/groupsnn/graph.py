@@ -176,7 +176,7 @@ def per_step_nodes(model: nn.Module, graph: fx.Graph) -> set[fx.Node]:
     while True:
         for node in graph.nodes:
             if (is_stateful(module_of(model, node)) or is_call(node, RANDOM_CALLS) or node.op == "output"
-                    or any(a in dynamic for a in node.all_input_nodes)):
+                    or any(a in dynamic for a in node.all_input_nodes) or _writes_what_a_step_reads(model, node, dynamic)):
                 dynamic.add(node)
         overwritten = [a for n in dynamic for a in writes_into(model, n) if a not in dynamic]
         if not overwritten:
@@ -188,6 +188,24 @@ def per_step_nodes(model: nn.Module, graph: fx.Graph) -> set[fx.Node]:
                 dynamic.add(node)
                 source = node.args[0] if node.args else None
                 node = source if not is_fresh(node, model) and isinstance(source, fx.Node) else None
+
+
+def _writes_what_a_step_reads(model: nn.Module, node: fx.Node, dynamic: set) -> bool:
+    """Whether ``node`` writes in place into a tensor (or a view of it) that a per-step node reads:
+    the static part runs before every step, so the write would come before a read it follows."""
+    for written in writes_into(model, node):
+        root = written
+        while not is_fresh(root, model) and root.args and isinstance(root.args[0], fx.Node):
+            root = root.args[0]  # what ``written`` may be a view of
+        views, seen = [root], {root}
+        while views:
+            for user in views.pop().users:
+                if user in dynamic:
+                    return True
+                if user not in seen and not is_fresh(user, model):
+                    seen.add(user)
+                    views.append(user)
+    return False
 
 
 def static_nodes(model: nn.Module, graph: fx.Graph) -> set[fx.Node]:
