@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from . import transforms as T
 from ._cache import cached
 from ._registry import Augment, Splits, register_dataset
-from .cifar import CIFAR10_MEAN, CIFAR10_STD, TensorImageDataset, cifar_transform
+from .images import CIFAR10_MEAN, CIFAR10_STD, TensorImageDataset, cifar_transform
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
