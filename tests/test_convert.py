@@ -163,3 +163,59 @@ def test_untraceable_model_gets_module_relus_replaced_with_a_warning():
         snn = gs.convert(ann)
     assert isinstance(snn.relu, GroupNeuron)
     assert gs.simulate(snn, -torch.ones(2, 4), 3).shape == (3, 2, 4)  # runs whole, step by step
+
+
+class ReLU6Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act, self.fc2, self.fc3 = nn.Linear(4, 8), nn.ReLU6(), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc3(F.relu6(self.fc2(self.act(self.fc1(x)))))
+
+
+def test_relu6_becomes_a_qcfs_clipped_at_six_and_converts_exactly():
+    torch.manual_seed(0)
+    ann = gs.prepare(ReLU6Net(), levels=8).eval()
+    qcfs = [m for m in ann.modules() if isinstance(m, QCFS)]
+    assert len(qcfs) == 2 and all(m.threshold.item() == 6.0 for m in qcfs)
+    x = torch.randn(16, 4) * 4
+    snn = gs.convert(ann, "gn", tau=8)
+    with torch.no_grad():
+        assert torch.equal(gs.simulate(snn, x, 1, fold=False)[0], ann(x))  # tau = L at T = 1: the QCFS network
+
+
+class ManyActivations(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.gelu, self.out = nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(F.silu(self.gelu(torch.relu(self.fc(x)))).sigmoid())
+
+
+def test_prepare_warns_and_convert_refuses_naming_every_site_left_analog():
+    with pytest.warns(UserWarning, match=r"prepare\(\): no spiking neuron computes 3 sites: 'gelu' \(GELU\), "
+                                         r"'silu.*' \(silu\), 'sigmoid.*' \(sigmoid\)"):
+        ann = gs.prepare(ManyActivations(), levels=4)
+    with pytest.raises(ValueError, match=r"cannot convert 3 sites: 'gelu' \(GELU\), 'silu.*' \(silu\), "
+                                         r"'sigmoid.*' \(sigmoid\) to spiking neurons"):
+        gs.convert(ann)
+    with pytest.warns(UserWarning, match=r"convert\(\): left 3 sites"):
+        gs.convert(ann, strict=False)
+
+
+def test_a_refused_conversion_in_place_changes_nothing():
+    net = gs.prepare(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.GELU(), nn.Tanh()), levels=4)
+    with pytest.raises(ValueError, match=r"2 sites: '3' \(GELU\), '4' \(Tanh\)"):
+        gs.convert(net, inplace=True)
+    assert isinstance(net[1], QCFS)  # not a neuron: nothing was swapped before the refusal
+
+
+def test_an_attention_layer_is_named_not_silently_left_analog():
+    layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, batch_first=True)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), layer, nn.Linear(8, 2))
+    with pytest.warns(UserWarning, match=r"'2' \(TransformerEncoderLayer\)"):
+        ann = gs.prepare(net, levels=4)
+    with pytest.raises(ValueError, match=r"1 site: '2' \(TransformerEncoderLayer\)"):
+        gs.convert(ann)

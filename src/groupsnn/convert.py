@@ -1,13 +1,15 @@
 """``prepare`` (ReLU -> QCFS, MaxPool -> AvgPool) and ``convert`` (QCFS -> IF or Group Neuron): the
 two rewrites of the conversion, each a rule applied at every call site by ``groupsnn.rewrite``
 (which says what the result is: the input's class, or a ``torch.fx.GraphModule``)."""
+import warnings
 from typing import Optional
 
 import torch.fx as fx
 import torch.nn as nn
 
 from .neurons import GroupNeuron, IFNeuron, RateMaxPool
-from .ops import MAX_POOL_CALLS, MAX_POOL_FUNCTIONS, MAX_TO_AVG_POOL, NONLINEAR_CALLS, NONLINEAR_MODULES, RELU_CALLS
+from .ops import (CLIPPED_RELU_CALLS, MAX_POOL_CALLS, MAX_POOL_FUNCTIONS, MAX_TO_AVG_POOL, NONLINEAR_CALLS,
+                  NONLINEAR_MODULES, OPAQUE_MODULES, RELU_CALLS)
 from .qcfs import QCFS
 from .recipe import record
 from .rewrite import Site, rewrite
@@ -34,9 +36,11 @@ def _max_pool_module(site: Site) -> nn.Module:
 
 def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0, inplace: bool = False,
             maxpool: str = "avg") -> nn.Module:
-    """Return ``model`` with every ReLU call site replaced by a QCFS (``levels``, initial ``threshold``)
-    and every max-pooling by average pooling; ready for QCFS training and then ``convert``.
-    ``maxpool="keep"`` keeps max-pooling (for networks trained with it, see ``calibrate``).
+    """Return ``model`` with every ReLU call site replaced by a QCFS (``levels``, initial ``threshold``;
+    a ReLU6 clips at 6, so its QCFS starts at most there) and every max-pooling by average pooling;
+    ready for QCFS training and then ``convert``. ``maxpool="keep"`` keeps max-pooling (for networks
+    trained with it, see ``calibrate``). Activations no neuron computes are left as they are, with a
+    warning that lists every such site (``convert`` refuses them).
 
     The result is ``model``'s class when module swaps suffice, else a ``torch.fx.GraphModule``
     (see the module docstring); ``inplace=True`` rewrites ``model`` itself or raises. It notes
@@ -45,9 +49,15 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
     if maxpool not in ("avg", "keep"):
         raise ValueError(f"maxpool must be 'avg' (replace by average pooling) or 'keep', got {maxpool!r}")
 
+    analog = []
+
     def rule(site: Site) -> Optional[nn.Module]:
         if isinstance(site.target, nn.ReLU) or site.target in RELU_CALLS:
             return QCFS(levels, threshold)
+        if isinstance(site.target, nn.ReLU6) or site.target in CLIPPED_RELU_CALLS:
+            return QCFS(levels, min(threshold, 6.0))
+        if _analog_kind(site):
+            analog.append(site)
         if maxpool == "keep":
             return None
         if type(site.target) in MAX_TO_AVG_POOL:
@@ -56,7 +66,27 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
             return _avg_pool_like(_max_pool_module(site))
         return None
 
-    return record(rewrite(model, rule, "prepare()", inplace), levels=levels, maxpool=maxpool)
+    prepared = rewrite(model, rule, "prepare()", inplace)
+    if analog:
+        warnings.warn(f"prepare(): no spiking neuron computes {_listed(analog)}; they stay as they are and "
+                      "convert() will refuse them: replace them by ReLU (or ReLU6) before prepare()", stacklevel=2)
+    return record(prepared, levels=levels, maxpool=maxpool)
+
+
+def _analog_kind(site: Site) -> Optional[str]:
+    """What ``site`` computes, if no spiking neuron computes it (an activation other than ReLU, or a
+    layer with activations and softmax inside torch's own code), else None."""
+    target = site.target
+    if isinstance(target, (*NONLINEAR_MODULES, *OPAQUE_MODULES)):
+        return type(target).__name__
+    if not isinstance(target, nn.Module) and target in NONLINEAR_CALLS:
+        return getattr(target, "__name__", str(target))
+    return None
+
+
+def _listed(sites: list[Site]) -> str:
+    """``"3 sites: 'a' (GELU), 'b' (Sigmoid), ..."``: every one of them."""
+    return f"{len(sites)} site{'s' * (len(sites) != 1)}: " + ", ".join(f"{s.name!r} ({_analog_kind(s)})" for s in sites)
 
 
 def convert(model: nn.Module, neuron: str = "gn", tau: Optional[int] = None, strict: bool = True,
@@ -64,7 +94,8 @@ def convert(model: nn.Module, neuron: str = "gn", tau: Optional[int] = None, str
     """Return the SNN: each QCFS call site becomes an IF neuron (``neuron="if"``; it has one member, so
     a ``tau`` other than 1 raises) or a Group Neuron of ``tau`` members (``neuron="gn"``; default 4),
     keeping its threshold, and each max-pooling a ``RateMaxPool``.
-    Any other activation raises, naming the layer, unless ``strict=False`` (then it is left as it is).
+    Any other activation (or an attention layer, whose softmax runs inside torch) raises, naming every
+    such site, unless ``strict=False`` (then they are left as they are, with a warning naming them).
     The result follows ``prepare``'s contract (its class, or a ``torch.fx.GraphModule``).
     ``signed=True`` makes neurons that also emit negative spikes to take back earlier ones (not in
     the paper; see ``groupsnn.neurons``): at τ·T = L they remove most of the unevenness error.
@@ -100,15 +131,22 @@ def convert(model: nn.Module, neuron: str = "gn", tau: Optional[int] = None, str
             return RateMaxPool(target)
         if target in MAX_POOL_CALLS:
             return RateMaxPool(_max_pool_module(site))
-        is_module = isinstance(target, nn.Module)
-        if strict and (isinstance(target, NONLINEAR_MODULES) or (not is_module and target in NONLINEAR_CALLS)):
-            kind = type(target).__name__ if is_module else getattr(target, "__name__", target)
-            hint = ("run groupsnn.prepare() and train, or groupsnn.calibrate(), first"
-                    if isinstance(target, nn.ReLU) or (not is_module and target in RELU_CALLS)
-                    else "replace it by ReLU and prepare()")
-            raise ValueError(f"convert(): cannot convert activation {site.name!r} ({kind}) to a spiking "
-                             f"neuron; {hint}, or pass strict=False to leave it as it is")
+        if _analog_kind(site):
+            analog.append(site)
         return None
 
-    snn = rewrite(model, rule, "convert()", inplace)
+    def check() -> None:
+        if not analog:
+            return
+        relu = any(isinstance(s.target, nn.ReLU) or s.target in RELU_CALLS for s in analog)
+        hint = ("run groupsnn.prepare() and train, or groupsnn.calibrate(), first" if relu
+                else "replace them by ReLU and prepare()")
+        if strict:
+            raise ValueError(f"convert(): cannot convert {_listed(analog)} to spiking neurons; {hint}, or pass "
+                             "strict=False to leave them as they are")
+        warnings.warn(f"convert(): left {_listed(analog)} as they are (strict=False): they compute on each "
+                      "step's spikes, not on rates", stacklevel=3)
+
+    analog = []
+    snn = rewrite(model, rule, "convert()", inplace, check)
     return record(snn, snn={"neuron": neuron, "tau": tau if neuron == "gn" else 1, "signed": signed})

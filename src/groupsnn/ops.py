@@ -27,6 +27,10 @@ NONLINEAR_CALLS = RELU_CALLS | {
     F.glu, torch.sigmoid, torch.tanh, torch.selu, "sigmoid", "tanh", "sigmoid_", "tanh_",
 }
 IN_PLACE_ACTIVATION_CALLS = {torch.relu_, "relu_", "sigmoid_", "tanh_"}  # F.relu_ is torch.relu_
+CLIPPED_RELU_CALLS = {F.relu6}  # ReLU6: a QCFS whose threshold is at most 6
+# layers that run their activations and softmax inside torch's own code, out of the converter's reach
+OPAQUE_MODULES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
+                  nn.TransformerEncoder, nn.TransformerDecoder, nn.Transformer)
 
 # -- pooling: max-pooling becomes average pooling (prepare) or max-pooling on rates (convert)
 MAX_TO_AVG_POOL = {
@@ -40,7 +44,7 @@ MAX_POOL_FUNCTIONS = {
     nn.AdaptiveMaxPool3d: F.adaptive_max_pool3d,
 }
 MAX_POOL_CALLS = set(MAX_POOL_FUNCTIONS.values())
-SITE_CALLS = NONLINEAR_CALLS | MAX_POOL_CALLS  # the function calls a rewrite rule gets to see
+SITE_CALLS = NONLINEAR_CALLS | CLIPPED_RELU_CALLS | MAX_POOL_CALLS  # the function calls a rewrite rule gets to see
 
 # -- memory: augmented assignments (``y += z``) and the out-of-place operation each stands for
 IN_PLACE_OPERATORS = {

@@ -76,13 +76,14 @@ def _aliases(model: nn.Module) -> dict[int, list[str]]:
     return names
 
 
-def _swap_modules(model: nn.Module, rule: Rule) -> None:
+def _swap_modules(model: nn.Module, rule: Rule, check: Callable[[], None]) -> None:
+    named = [(name, m) for name, m in model.named_modules(remove_duplicate=False) if name]
     replaced = {}
-    for name, module in list(model.named_modules(remove_duplicate=False)):
-        if not name:
-            continue
+    for name, module in named:  # the rule sees every site before anything changes
         if id(module) not in replaced:
             replaced[id(module)] = rule(Site(module, name))
+    check()
+    for name, module in named:
         if replaced[id(module)] is not None:
             model.set_submodule(name, replaced[id(module)])
 
@@ -134,19 +135,22 @@ def _note_source(model: nn.Module) -> None:
         record(model, source=class_path(model))
 
 
-def rewrite(model: nn.Module, rule: Rule, what: str, inplace: bool = False) -> nn.Module:
+def rewrite(model: nn.Module, rule: Rule, what: str, inplace: bool = False,
+            check: Callable[[], None] = lambda: None) -> nn.Module:
     """Apply ``rule`` at every call site of ``model`` (of a copy unless ``inplace``); returns the
-    rewritten model, which follows the contract of the module docstring."""
+    rewritten model, which follows the contract of the module docstring. ``check()`` runs once the
+    rule has seen every site and before anything changes (it may raise about what the rule saw)."""
     net = model if inplace else copy.deepcopy(model)
     graph = traced(net, what, "swapped activation modules only: functional activations (F.relu, "
                    "torch.relu, x.relu()) in forward() were left as they are, a module called at several "
                    "places stays shared, and an nn.ReLU(inplace=True) no longer writes into its input")
     _note_source(net)
     if graph is None:
-        _swap_modules(net, rule)
+        _swap_modules(net, rule, check)
         return net
 
     edits = _plan(net, graph, rule)
+    check()
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
     aliases = _aliases(net)
     why = _graph_change(edits, calls)
