@@ -214,6 +214,9 @@ def test_a_kept_runner_follows_new_weights_and_thresholds():
         snn[0].weight.mul_(2)
         other[0].weight.mul_(2)
     assert torch.equal(torch.stack(list(runner.steps(x, 2))), torch.stack(list(StepRunner(other).steps(x, 2))))
+    snn[1].running_var.data.mul_(3)  # through .data: no version counter moves
+    other[1].running_var.data.mul_(3)
+    assert torch.equal(torch.stack(list(runner.steps(x, 2))), torch.stack(list(StepRunner(other).steps(x, 2))))
 
 
 def test_simulate_prepares_a_network_once_and_again_when_it_changes(monkeypatch):

@@ -1,9 +1,10 @@
 """Run an SNN over T time steps: ``simulate`` (per-step outputs) and ``evaluate`` (accuracy vs T).
 
 ``StepRunner`` steps a network; what it prepares (its *plan*) is built at the first input and
-reused while the network's modules, parameters, buffers and settings and the input's shape stay
-the same (it checks their version counters at every call, so it never mixes old copies with new
-values). ``simulate`` and ``evaluate`` keep one runner per network, so calling them in a loop
+reused while the network's modules, settings, parameters and buffers and the input's shape stay
+the same: at every call it compares them with a snapshot taken with the plan (values too, since a
+write through ``.data`` leaves no version counter behind), so it never mixes old copies with new
+values. The snapshot costs one more copy of the weights and one pass over them per call. ``simulate`` and ``evaluate`` keep one runner per network, so calling them in a loop
 prepares the network once. A plan is:
 
 - **Static split.** The input is the same at every step, so everything computed before the first
@@ -112,19 +113,27 @@ _SETTINGS = (bool, int, float, str, type(None))
 
 
 def fingerprint(model: nn.Module) -> tuple:
-    """What a plan depends on: which module sits where with which plain settings (``levels``,
-    ``tau``, ``inplace``...), and each parameter's and buffer's identity, memory and version
-    counter (which every in-place change, ``load_state_dict`` included, advances)."""
+    """What a plan depends on besides the values of the tensors: which module sits where with which
+    plain settings (``levels``, ``tau``, ``inplace``...), and each parameter's and buffer's identity
+    and memory."""
     modules = tuple((name, id(m), tuple((k, v) for k, v in vars(m).items()
                                         if k != "training" and not k.startswith("_") and isinstance(v, _SETTINGS)))
                     for name, m in model.named_modules(remove_duplicate=False))
-    tensors = tuple((name, id(t), t.data_ptr(), t._version)
-                    for name, t in itertools.chain(model.named_parameters(), model.named_buffers()))
+    tensors = tuple((name, id(t), t.data_ptr()) for name, t in _tensors(model))
     return modules, tensors
+
+
+def _tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return list(itertools.chain(model.named_parameters(), model.named_buffers()))
+
+
+def _same_values(model: nn.Module, snapshot: list[torch.Tensor]) -> bool:
+    return all(torch.equal(t, s) for (_, t), s in zip(_tensors(model), snapshot))
 
 
 class _Plan(NamedTuple):
     key: tuple
+    snapshot: list            # the values of the parameters and buffers the plan was built from
     fast: Optional[tuple]     # (static, dynamic) graph modules on the folded copy; None: whole model
     hooked: Optional[tuple]   # (static, dynamic) on the network's own modules, for hooks
     channels_last: bool
@@ -154,13 +163,14 @@ class StepRunner:
     def plan(self, x: torch.Tensor) -> _Plan:
         """The plan for inputs like ``x``: the kept one while nothing it depends on changed."""
         key = (fingerprint(self.model), tuple(x.shape[1:]), x.dtype, x.device)
-        if self._plan is None or self._plan.key != key:
+        if self._plan is None or self._plan.key != key or not _same_values(self.model, self._plan.snapshot):
             self._plan = None  # never keep a stale plan, even if building the new one fails
             self._plan = self._build(key, x)
         return self._plan
 
     def _build(self, key: tuple, x: torch.Tensor) -> _Plan:
         model = self.model
+        snapshot = [t.detach().clone() for _, t in _tensors(model)]
         with eval_mode(model):
             graph = traced(model, "simulate()", "running the whole model at every step")
             try:
@@ -169,13 +179,14 @@ class StepRunner:
                 warnings.warn(f"simulate(): {err}; running the whole model at every step", stacklevel=4)
                 hooked = None
             if hooked is None:
-                return _Plan(key, None, None, False)
+                return _Plan(key, snapshot, None, None, False)
             net, graph = _folded_copy(model, x) if self.fold else (model, graph)
             static, dynamic = split_static(net, graph)
             _fire_in_place(net, dynamic.graph)
             dynamic.recompile()
             channels_last = self.fold and any(isinstance(m, nn.Conv2d) for m in net.modules())
-            return _Plan(key, (static, torch.compile(dynamic) if self.compile else dynamic), hooked, channels_last)
+            dynamic = torch.compile(dynamic) if self.compile else dynamic
+            return _Plan(key, snapshot, (static, dynamic), hooked, channels_last)
 
     def steps(self, x: torch.Tensor, timesteps: int) -> Iterator[torch.Tensor]:
         """Reset the model, then yield its output (in eval mode) at steps 1..T; the model is reset
