@@ -31,7 +31,11 @@ def shifted(x: torch.Tensor, scale: torch.Tensor, shift=0.5) -> torch.Tensor:
 
 def level_value(n: torch.Tensor, levels: int, threshold: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """The value of level ``n`` of ``levels``, ``(n/L)·θ`` (in ``n`` itself if ``inplace``), rather
-    than ``n·(θ/L)``: the top level is then exactly θ whatever the rounding."""
+    than ``n·(θ/L)``: the top level is then exactly θ whatever the rounding. For L = 2^k both are
+    the exact product rounded once, so one multiplication by θ/L gives the same bits in one pass."""
+    if levels & (levels - 1) == 0:
+        step = threshold / levels
+        return n.mul_(step) if inplace else n * step
     return n.div_(levels).mul_(threshold) if inplace else n / levels * threshold
 
 
