@@ -71,9 +71,17 @@ def test_one_meaning_per_option_name(capsys):
         assert ("--taus TAUS" in text) == (command in ("demo", "sweep", "convert")), command
 
 
-@pytest.mark.parametrize("command", ["evaluate", "sweep", "stats", "convert"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "sweep", "stats", "convert"])
 def test_every_command_that_runs_networks_takes_a_device(command, capsys):
     assert "--device DEVICE" in help_text(capsys, command)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 3, reason="the machine has the GPU this test asks for")
+def test_a_device_the_machine_lacks_is_one_clear_error(tmp_path, capsys):
+    code = main(["train", "--model", "digits_cnn", "--data", "digits", "--epochs", "1", "--device", "cuda:3",
+                 "--out", str(tmp_path / "run")])
+    assert code == 2 and "--device cuda:3: this machine has" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_convert_takes_taus_per_class_and_device(tmp_path, capsys):

@@ -136,7 +136,8 @@ def _cmd_train(args) -> None:
     run = RunConfig(model=args.model, data=args.data, data_dir=args.data_dir, levels=levels,
                     threshold=args.threshold, batch_size=args.batch_size, workers=args.workers,
                     augment=args.augment, amp=args.amp, compile=args.compile, sync_bn=args.sync_bn, optim=optim)
-    path = train(run, args.out, resume=args.resume, init_from=args.init_from, overwrite=args.overwrite)
+    path = train(run, args.out, resume=args.resume, init_from=args.init_from, overwrite=args.overwrite,
+                 device=str(_device(args)))
     print(f"wrote {path}")
 
 
@@ -462,6 +463,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--init-from", type=Path, help="pretrained ReLU state_dict of the same architecture")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.add_argument("--out", type=Path, required=True, help="folder for checkpoint.pt and metrics.csv")
+    _add_device_option(train)
     train.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
 
     ev = _checkpoint_command(commands, "evaluate", "accuracy of a checkpoint's SNN at several T", _cmd_evaluate,

@@ -308,12 +308,16 @@ METRICS = "metrics.csv"
 _FREE_ON_RESUME = {"data_dir", "workers"}
 
 
-def _setup_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); starts the process group when launched by torchrun."""
+def _setup_distributed(device: Optional[str] = None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); starts the process group when launched by torchrun. ``device``:
+    "cpu", "cuda" (under torchrun: each process its local rank's GPU) or "cuda:N"; None: CUDA if any."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if device is not None and ":" in device and world == 1:
+        device = torch.device(device)
+    else:
+        device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if world > 1:
         if cuda:
             torch.cuda.set_device(device)
@@ -386,9 +390,10 @@ def _check_resumable(saved: dict, run: RunConfig, path: Path) -> None:
 
 
 def train(run: RunConfig, out_dir: PathLike, resume: bool = False, init_from: Optional[PathLike] = None,
-          overwrite: bool = False, progress: bool = True) -> Path:
-    """Train per ``run``, writing ``out_dir/checkpoint.pt`` and ``metrics.csv`` after every epoch."""
-    rank, world, device = _setup_distributed()
+          overwrite: bool = False, progress: bool = True, device: Optional[str] = None) -> Path:
+    """Train per ``run`` on ``device`` (see ``_setup_distributed``), writing ``out_dir/checkpoint.pt``
+    and ``metrics.csv`` after every epoch."""
+    rank, world, device = _setup_distributed(device)
     run = replace(run, world_size=world)
     try:
         out = Path(out_dir)
