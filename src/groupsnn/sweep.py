@@ -44,14 +44,14 @@ def sweep(ann: nn.Module, loader: Iterable, taus: Sequence[int] = (1, 2, 4, 8),
     configs = [("if", None)] * include_if + [("gn", tau) for tau in taus]
     for neuron, tau in progress_bar(configs, desc="convert + simulate", disable=not progress):
         snn = convert(ann, neuron, tau or 1, signed=signed)
-        config_rows = accuracy_rows(neuron, tau, evaluate(snn, loader, timesteps), signed)
+        config_rows = accuracy_rows(neuron, tau, evaluate(snn, loader, timesteps, progress=False), signed)
         if energy_data:
             cost = energy_by_timesteps(snn, energy_data, timesteps)
             for row in config_rows:
                 row.update({k: cost["timesteps"][row["timesteps"]][k] for k in ("sops", "snn_energy_uj")})
         rows += config_rows
     levels = next((m.levels for m in ann.modules() if isinstance(m, QCFS)), None)
-    results = {"ann_accuracy": round(evaluate(ann, loader, [1])[1], 4), "levels": levels, "snn": rows}
+    results = {"ann_accuracy": round(evaluate(ann, loader, [1], progress=False)[1], 4), "levels": levels, "snn": rows}
     if cost is not None:
         mark_pareto(rows)
         results.update(ann_energy_uj=cost["ann_energy_uj"], energy_samples=cost["samples"])

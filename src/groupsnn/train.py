@@ -231,7 +231,8 @@ class Trainer:
                 metrics = {"epoch": self.epoch + 1, **self.train_epoch(progress),
                            "lr": self.optimizer.param_groups[0]["lr"]}
                 if test_loader is not None:
-                    metrics["test_accuracy"] = evaluate(_unwrap(self.model), test_loader, timesteps=[1])[1]
+                    accuracy = evaluate(_unwrap(self.model), test_loader, timesteps=[1], progress=False)
+                    metrics["test_accuracy"] = accuracy[1]
                 self.epoch += 1
                 self.history.append(metrics)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k != "epoch"})
