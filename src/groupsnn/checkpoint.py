@@ -84,7 +84,7 @@ def _own_class_meta(model: nn.Module, meta: dict) -> dict:
         rebuilt = build_model(meta).state_dict()
     except Exception as err:  # noqa: BLE001  whatever building it raises, the answer is the same
         raise ValueError(f"save_checkpoint(): cannot rebuild {source} with model_kwargs="
-                         f"{meta['model_kwargs']!r} ({type(err).__name__}: {str(err)[:150]}); {how}") from None
+                         f"{meta['model_kwargs']!r} ({type(err).__name__}: {_shortened(str(err))}); {how}") from None
     weights = model.state_dict()
     if {k: v.shape for k, v in rebuilt.items()} != {k: v.shape for k, v in weights.items()}:
         raise ValueError(f"save_checkpoint(): {source}(**{meta['model_kwargs']!r}) rebuilds a network "
