@@ -7,6 +7,7 @@ import torch.nn as nn
 
 import groupsnn as gs
 from groupsnn.calibrate import StreamingHistogram, fuse_batchnorm
+from groupsnn.compensate import Compensated
 from groupsnn.cli import main
 from groupsnn.neurons import RateMaxPool
 
@@ -104,11 +105,11 @@ def test_linear_then_batchnorm1d_over_tokens_is_never_folded(tokens):
     assert torch.equal(gs.simulate(snn, x, 2), gs.simulate(snn, x, 2, fold=False))
 
 
-def test_an_activation_calibrate_cannot_handle_gets_converts_error():
+def test_an_activation_after_a_calibrated_relu_runs_on_rates():
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 2))
     ann = gs.calibrate(net, [torch.randn(32, 4)])
-    with pytest.raises(ValueError, match=r"'3' \(GELU\)"):
-        gs.convert(ann)
+    snn = gs.convert(ann)
+    assert isinstance(snn[3], Compensated) and snn[3].fn is not ann[3]  # the SNN has its own copy
 
 
 def test_cli_convert_writes_the_accuracy_table(digits_relu, tmp_path, capsys):

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 import groupsnn as gs
 from groupsnn import GroupNeuron, IFNeuron, QCFS
+from groupsnn.compensate import Compensated
 
 
 def count(model, kind):
@@ -112,26 +113,31 @@ def test_convert_keeps_thresholds_and_does_not_touch_its_input():
 
 
 @pytest.mark.parametrize("activation", [nn.GELU(), nn.SiLU(), nn.Sigmoid(), nn.ReLU()])
-def test_convert_names_an_unsupported_activation(activation):
+def test_convert_runs_other_activations_on_rates_and_names_an_unprepared_relu(activation):
     net = gs.prepare(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)), levels=4)
     net.append(activation)
-    with pytest.raises(ValueError, match=rf"'3' \({type(activation).__name__}\)"):
-        gs.convert(net)
-    snn = gs.convert(net, strict=False)
-    assert isinstance(snn[3], type(activation)) and isinstance(snn[1], GroupNeuron)
+    if isinstance(activation, nn.ReLU):
+        with pytest.raises(ValueError, match=r"'3' \(ReLU\).*run groupsnn.prepare\(\)"):
+            gs.convert(net)
+        snn = gs.convert(net, strict=False)
+        assert isinstance(snn[3], nn.ReLU)
+    else:
+        snn = gs.convert(net)
+        assert isinstance(snn[3], Compensated) and isinstance(snn[3].fn, type(activation))
+    assert isinstance(snn[1], GroupNeuron)
 
 
-def test_convert_names_an_unsupported_functional_activation():
+def test_an_activation_before_every_neuron_stays_as_it_is():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.fc = nn.Linear(4, 4)
+            self.fc, self.act, self.out = nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)
 
         def forward(self, x):
-            return F.gelu(self.fc(x))
+            return self.out(self.act(F.gelu(self.fc(x))))  # gelu's input is the same at every step
 
-    with pytest.raises(ValueError, match="gelu"):
-        gs.convert(Net())
+    snn = gs.convert(gs.prepare(Net(), levels=4))
+    assert type(snn) is Net and not any(isinstance(m, Compensated) for m in snn.modules())
 
 
 def test_convert_rejects_bad_arguments():
@@ -191,25 +197,36 @@ class ManyActivations(nn.Module):
         self.fc, self.gelu, self.out = nn.Linear(4, 4), nn.GELU(), nn.Linear(4, 2)
 
     def forward(self, x):
-        return self.out(F.silu(self.gelu(torch.relu(self.fc(x)))).sigmoid())
+        return self.out(F.silu(self.gelu(torch.relu(self.fc(x)))).softmax(-1))
 
 
-def test_prepare_warns_and_convert_refuses_naming_every_site_left_analog():
-    with pytest.warns(UserWarning, match=r"prepare\(\): no spiking neuron computes 3 sites: 'gelu' \(GELU\), "
-                                         r"'silu.*' \(silu\), 'sigmoid.*' \(sigmoid\)"):
-        ann = gs.prepare(ManyActivations(), levels=4)
-    with pytest.raises(ValueError, match=r"cannot convert 3 sites: 'gelu' \(GELU\), 'silu.*' \(silu\), "
-                                         r"'sigmoid.*' \(sigmoid\) to spiking neurons"):
-        gs.convert(ann)
-    with pytest.warns(UserWarning, match=r"convert\(\): left 3 sites"):
-        gs.convert(ann, strict=False)
+def test_every_activation_and_softmax_after_a_neuron_runs_on_rates():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # prepare has nothing to warn about: convert takes them all
+        snn = gs.convert(gs.prepare(ManyActivations(), levels=4))
+    compensated = {name: m.fn for name, m in snn.named_modules() if isinstance(m, Compensated)}
+    assert isinstance(compensated.pop("gelu"), nn.GELU) and len(compensated) == 2
+    assert {getattr(f, "func", None) for f in compensated.values()} == {F.silu, None}  # F.silu, x.softmax(-1)
+
+
+def test_prepare_warns_and_convert_refuses_naming_every_site_it_cannot_take():
+    layer = nn.TransformerEncoderLayer(d_model=4, nhead=2, dim_feedforward=8, batch_first=True)
+    with pytest.warns(UserWarning, match=r"prepare\(\): no spiking neuron computes 1 site: '2' "
+                                         r"\(TransformerEncoderLayer\)"):
+        net = gs.prepare(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), layer, nn.ReLU()), levels=4)
+    net[3] = nn.ReLU()  # an unprepared ReLU as well
+    with pytest.raises(ValueError, match=r"cannot convert 2 sites: '2' \(TransformerEncoderLayer\), '3' \(ReLU\)"):
+        gs.convert(net)
+    with pytest.warns(UserWarning, match=r"convert\(\): left 2 sites"):
+        gs.convert(net, strict=False)
 
 
 def test_a_refused_conversion_in_place_changes_nothing():
-    net = gs.prepare(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.GELU(), nn.Tanh()), levels=4)
-    with pytest.raises(ValueError, match=r"2 sites: '3' \(GELU\), '4' \(Tanh\)"):
+    net = gs.prepare(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.GELU()), levels=4)
+    net.append(nn.ReLU())
+    with pytest.raises(ValueError, match=r"1 site: '4' \(ReLU\)"):
         gs.convert(net, inplace=True)
-    assert isinstance(net[1], QCFS)  # not a neuron: nothing was swapped before the refusal
+    assert isinstance(net[1], QCFS) and isinstance(net[3], nn.GELU)  # nothing was swapped before the refusal
 
 
 def test_an_attention_layer_is_named_not_silently_left_analog():

@@ -1,15 +1,19 @@
-"""``prepare`` (ReLU -> QCFS, MaxPool -> AvgPool) and ``convert`` (QCFS -> IF or Group Neuron): the
-two rewrites of the conversion, each a rule applied at every call site by ``groupsnn.rewrite``
-(which says what the result is: the input's class, or a ``torch.fx.GraphModule``)."""
+"""``prepare`` (ReLU -> QCFS, MaxPool -> AvgPool) and ``convert`` (QCFS -> IF or Group Neuron, other
+non-linear operations -> run on rates): the two rewrites of the conversion, each a rule applied at
+every call site by ``groupsnn.rewrite`` (which says what the result is: the input's class, or a
+``torch.fx.GraphModule``)."""
+import functools
+import operator
 import warnings
-from typing import Optional
+from typing import Callable, Optional
 
 import torch.fx as fx
 import torch.nn as nn
 
+from .compensate import Compensated
 from .neurons import GroupNeuron, IFNeuron, RateMaxPool
-from .ops import (CLIPPED_RELU_CALLS, MAX_POOL_CALLS, MAX_POOL_FUNCTIONS, MAX_TO_AVG_POOL, NONLINEAR_CALLS,
-                  NONLINEAR_MODULES, OPAQUE_MODULES, RELU_CALLS)
+from .ops import (CLIPPED_RELU_CALLS, COMPENSATED_CALLS, COMPENSATED_MODULES, MAX_POOL_CALLS, MAX_POOL_FUNCTIONS,
+                  MAX_TO_AVG_POOL, NONLINEAR_CALLS, NONLINEAR_MODULES, OPAQUE_MODULES, RELU_CALLS)
 from .qcfs import QCFS
 from .recipe import record
 from .rewrite import Site, rewrite
@@ -39,8 +43,9 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
     """Return ``model`` with every ReLU call site replaced by a QCFS (``levels``, initial ``threshold``;
     a ReLU6 clips at 6, so its QCFS starts at most there) and every max-pooling by average pooling;
     ready for QCFS training and then ``convert``. ``maxpool="keep"`` keeps max-pooling (for networks
-    trained with it, see ``calibrate``). Activations no neuron computes are left as they are, with a
-    warning that lists every such site (``convert`` refuses them).
+    trained with it, see ``calibrate``). Other activations stay as they are (``convert`` runs them on
+    rates); operations ``convert`` cannot take (attention layers whose softmax runs inside torch)
+    stay too, with a warning that lists every such site.
 
     The result is ``model``'s class when module swaps suffice, else a ``torch.fx.GraphModule``
     (see the module docstring); ``inplace=True`` rewrites ``model`` itself or raises. It notes
@@ -56,7 +61,7 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
             return QCFS(levels, threshold)
         if isinstance(site.target, nn.ReLU6) or site.target in CLIPPED_RELU_CALLS:
             return QCFS(levels, min(threshold, 6.0))
-        if _analog_kind(site):
+        if _analog_kind(site) and not _compensable(site):
             analog.append(site)
         if maxpool == "keep":
             return None
@@ -69,7 +74,7 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
     prepared = rewrite(model, rule, "prepare()", inplace)
     if analog:
         warnings.warn(f"prepare(): no spiking neuron computes {_listed(analog)}; they stay as they are and "
-                      "convert() will refuse them: replace them by ReLU (or ReLU6) before prepare()", stacklevel=2)
+                      "convert() will refuse them: replace them before prepare()", stacklevel=2)
     return record(prepared, levels=levels, maxpool=maxpool)
 
 
@@ -84,6 +89,24 @@ def _analog_kind(site: Site) -> Optional[str]:
     return None
 
 
+def _compensable(site: Site) -> bool:
+    """Whether ``convert`` can run ``site`` on rates (``groupsnn.compensate``)."""
+    target = site.target
+    if isinstance(target, nn.Module):
+        return isinstance(target, COMPENSATED_MODULES)
+    fixed = not any(isinstance(a, fx.Node) for a in (*site.args, *site.kwargs.values()))
+    return target in COMPENSATED_CALLS and fixed  # arguments computed in forward cannot be baked in
+
+
+def _function(site: Site) -> Callable:
+    """The site's operation as a function of its input alone."""
+    if isinstance(site.target, nn.Module):
+        return site.target
+    if isinstance(site.target, str):  # a tensor method, x.softmax(-1)
+        return operator.methodcaller(site.target, *site.args, **site.kwargs)
+    return functools.partial(site.target, *site.args, **site.kwargs)
+
+
 def _listed(sites: list[Site]) -> str:
     """``"3 sites: 'a' (GELU), 'b' (Sigmoid), ..."``: every one of them."""
     return f"{len(sites)} site{'s' * (len(sites) != 1)}: " + ", ".join(f"{s.name!r} ({_analog_kind(s)})" for s in sites)
@@ -93,9 +116,12 @@ def convert(model: nn.Module, neuron: str = "gn", tau: Optional[int] = None, str
             inplace: bool = False, step_mode: str = "s", signed: bool = False) -> nn.Module:
     """Return the SNN: each QCFS call site becomes an IF neuron (``neuron="if"``; it has one member, so
     a ``tau`` other than 1 raises) or a Group Neuron of ``tau`` members (``neuron="gn"``; default 4),
-    keeping its threshold, and each max-pooling a ``RateMaxPool``.
-    Any other activation (or an attention layer, whose softmax runs inside torch) raises, naming every
-    such site, unless ``strict=False`` (then they are left as they are, with a warning naming them).
+    keeping its threshold, and each max-pooling a ``RateMaxPool``. Any other activation, softmax and
+    LayerNorm/GroupNorm/RMSNorm whose input changes from step to step (after a neuron) runs on rates
+    (``groupsnn.compensate.Compensated``); before the first neuron it stays as it is (its input is
+    the same at every step). What no rule takes (an unprepared ReLU, an attention layer whose
+    softmax runs inside torch) raises, naming every such site, unless ``strict=False`` (then they
+    stay as they are, with a warning naming them).
     The result follows ``prepare``'s contract (its class, or a ``torch.fx.GraphModule``).
     ``signed=True`` makes neurons that also emit negative spikes to take back earlier ones (not in
     the paper; see ``groupsnn.neurons``): at τ·T = L they remove most of the unevenness error.
@@ -131,6 +157,8 @@ def convert(model: nn.Module, neuron: str = "gn", tau: Optional[int] = None, str
             return RateMaxPool(target)
         if target in MAX_POOL_CALLS:
             return RateMaxPool(_max_pool_module(site))
+        if _compensable(site):
+            return Compensated(_function(site)) if site.on_rates else None
         if _analog_kind(site):
             analog.append(site)
         return None

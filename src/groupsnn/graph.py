@@ -112,6 +112,15 @@ def flat_nodes(args) -> list[fx.Node]:
     return nodes
 
 
+def downstream(graph: fx.Graph, sources: Iterable[fx.Node]) -> set[fx.Node]:
+    """``sources`` and every node that depends on one of them."""
+    found = set(sources)
+    for node in graph.nodes:
+        if any(a in found for a in node.all_input_nodes):
+            found.add(node)
+    return found
+
+
 # -- memory: what writes into what, what is a new tensor
 
 def writes_into(model: nn.Module, node: fx.Node) -> list[fx.Node]:

@@ -44,7 +44,16 @@ MAX_POOL_FUNCTIONS = {
     nn.AdaptiveMaxPool3d: F.adaptive_max_pool3d,
 }
 MAX_POOL_CALLS = set(MAX_POOL_FUNCTIONS.values())
-SITE_CALLS = NONLINEAR_CALLS | CLIPPED_RELU_CALLS | MAX_POOL_CALLS  # the function calls a rewrite rule gets to see
+
+# -- operations that do not commute with averaging over time: convert runs them on rates
+# (compensate.py); the activations other than ReLU (RReLU draws at random: not one function of its
+# input), softmax and the normalisations over features
+COMPENSATED_MODULES = (*(m for m in NONLINEAR_MODULES if m not in (nn.ReLU, nn.ReLU6, nn.RReLU)),
+                       nn.Softmax, nn.LogSoftmax, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+COMPENSATED_CALLS = (NONLINEAR_CALLS - RELU_CALLS - {F.relu6, F.rrelu}) | {
+    F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, "softmax", "log_softmax",
+    F.layer_norm, F.group_norm, F.rms_norm}
+SITE_CALLS = NONLINEAR_CALLS | CLIPPED_RELU_CALLS | COMPENSATED_CALLS | MAX_POOL_CALLS  # what a rewrite rule sees
 
 # -- memory: augmented assignments (``y += z``) and the out-of-place operation each stands for
 IN_PLACE_OPERATORS = {

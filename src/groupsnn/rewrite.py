@@ -25,18 +25,24 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import call_name, enclosing_module, first_input, is_call, is_fresh, site_name, traced
-from .ops import IN_PLACE_ACTIVATION_CALLS, SITE_CALLS
+from .graph import (call_name, downstream, enclosing_module, first_input, is_call, is_fresh, module_of, site_name,
+                    traced)
+from .neurons import StatefulModule
+from .ops import IN_PLACE_ACTIVATION_CALLS, RANDOM_CALLS, SITE_CALLS
+from .qcfs import QCFS
 from .recipe import recipe, record
 
 
 class Site(NamedTuple):
     """One call site: the called module (``args`` empty) or function / method name with its
-    arguments after the input; ``name`` says where it is, for messages and new module names."""
+    arguments after the input; ``name`` says where it is, for messages and new module names.
+    ``on_rates``: whether its input can change from step to step once the network is converted
+    (it depends on a QCFS, a stateful module or a random draw; True where the graph is unknown)."""
     target: Union[nn.Module, Callable, str]
     name: str
     args: tuple = ()
     kwargs: dict = {}
+    on_rates: bool = True
 
 
 Rule = Callable[[Site], Optional[nn.Module]]  # the module to call at a site instead, or None
@@ -96,14 +102,17 @@ class _Edit(NamedTuple):
 
 def _plan(model: nn.Module, graph: fx.Graph, rule: Rule) -> list[_Edit]:
     """The new module of each call site the rule replaces; changes nothing."""
+    varying = downstream(graph, [n for n in graph.nodes if is_call(n, RANDOM_CALLS)
+                                 or isinstance(module_of(model, n), (QCFS, StatefulModule))])
     edits = []
     for node in graph.nodes:
+        on_rates = any(a in varying for a in node.all_input_nodes)
         if node.op == "call_module":
-            new = rule(Site(model.get_submodule(node.target), node.target))
+            new = rule(Site(model.get_submodule(node.target), node.target, on_rates=on_rates))
         elif is_call(node, SITE_CALLS):
             kwargs = dict(node.kwargs)
             args = node.args or (kwargs.pop("input"),)
-            new = rule(Site(node.target, site_name(node), args[1:], kwargs))
+            new = rule(Site(node.target, site_name(node), args[1:], kwargs, on_rates))
         else:
             continue
         if new is not None:

@@ -1,0 +1,77 @@
+"""Expectation compensation: a non-linear operation after a neuron runs on rates."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import groupsnn as gs
+from groupsnn.compensate import Compensated, compensated_step
+
+
+def test_the_outputs_sum_to_t_times_f_of_the_mean_input_and_step_one_is_f_itself():
+    torch.manual_seed(0)
+    xs, state, outputs = torch.randn(5, 3, 7), None, []
+    for x in xs:
+        out, state = compensated_step(x, state, F.gelu)
+        outputs.append(out)
+    assert torch.equal(outputs[0], F.gelu(xs[0]))
+    for t in range(1, 6):  # float sums of t outputs: equal up to rounding
+        torch.testing.assert_close(torch.stack(outputs[:t]).sum(0), t * F.gelu(xs[:t].mean(0)),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_under_constant_input_every_step_emits_f_of_it():
+    x, state = torch.randn(4, 6), None
+    for _ in range(4):
+        out, state = compensated_step(x, state, lambda v: F.softmax(v, dim=-1))
+        torch.testing.assert_close(out, F.softmax(x, dim=-1), rtol=1e-5, atol=1e-6)  # t·f(x) - (t-1)·f(x)
+
+
+class GeluMlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.act, self.fc2, self.norm, self.fc3 = (nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16),
+                                                             nn.LayerNorm(16), nn.Linear(16, 3))
+
+    def forward(self, x):
+        return self.fc3(F.gelu(self.norm(self.fc2(self.act(self.fc1(x))))))
+
+
+def test_a_gelu_layernorm_block_converts_exactly_at_one_step_and_on_rates_at_tau_t_equal_levels():
+    torch.manual_seed(0)
+    ann = gs.prepare(GeluMlp(), levels=4, threshold=1.0).eval()
+    x = torch.randn(32, 6)
+    with torch.no_grad():
+        expected = ann(x)
+        # tau = L at T = 1: the ANN's operations, bit for bit (the network's own path)
+        assert torch.equal(gs.simulate(gs.convert(ann, "gn", tau=4), x, 1, fold=False)[0], expected)
+        # tau*T = L under constant input: the neuron's mean is the QCFS output at T, and LayerNorm and GELU
+        # run on rates, so the mean output is the ANN's up to float rounding
+        snn = gs.convert(ann, "gn", tau=2)
+        assert isinstance(snn.norm, Compensated) and isinstance(snn.norm.fn, nn.LayerNorm)
+        torch.testing.assert_close(gs.simulate(snn, x, 2, fold=False).mean(0), expected, rtol=1e-4, atol=1e-5)
+        # the same network with LayerNorm and GELU on each step's spikes is far off
+        plain = gs.convert(ann, "gn", tau=2)
+        for name, module in list(plain.named_children()):
+            if isinstance(module, Compensated):
+                setattr(plain, name, module.fn if isinstance(module.fn, nn.Module) else _Function(module.fn))
+        assert (gs.simulate(plain, x, 2, fold=False).mean(0) - expected).abs().max() > 1e-2
+
+
+class _Function(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def test_a_saved_snn_with_compensated_layers_reloads_bit_for_bit(tmp_path):
+    from groupsnn.checkpoint import load_model, save_checkpoint
+
+    torch.manual_seed(0)
+    snn = gs.convert(gs.prepare(GeluMlp(), levels=4, threshold=1.0), "gn", tau=4)
+    save_checkpoint(tmp_path / "snn.pt", snn, {})
+    loaded, _ = load_model(tmp_path / "snn.pt")
+    x = torch.randn(8, 6)
+    assert torch.equal(gs.simulate(loaded, x, 3), gs.simulate(snn, x, 3))
