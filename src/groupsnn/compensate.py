@@ -19,32 +19,53 @@ from .neurons import StatefulModule
 
 
 class CompensatedState(NamedTuple):
-    total: torch.Tensor    # the inputs summed over the steps so far
-    emitted: torch.Tensor  # the outputs summed so far: t·f(total / t)
+    totals: tuple          # each input summed over the steps so far
+    emitted: torch.Tensor  # the outputs summed so far: t·f(totals / t)
     steps: int
 
 
-def compensated_step(x: torch.Tensor, state: Optional[CompensatedState], fn: Callable):
-    """One step of ``fn`` on rates; returns ``(out, new_state)``. The outputs of steps 1..t sum to
-    ``t·fn(mean of x_1..x_t)``; step 1 is ``fn(x)``. Pure: neither ``x`` nor ``state`` is modified."""
+def compensated_step(xs: tuple, state: Optional[CompensatedState], fn: Callable):
+    """One step of ``fn`` on rates; returns ``(out, new_state)``. ``xs`` are this step's inputs (one
+    for an activation, two for a product q·kᵀ). The outputs of steps 1..t sum to ``t·fn(means of the
+    inputs over steps 1..t)``; step 1 is ``fn(*xs)``. Pure: neither ``xs`` nor ``state`` is modified."""
     if state is None:
-        out = fn(x)
-        return out, CompensatedState(x.clone(), out.clone(), 1)
+        out = fn(*xs)
+        return out, CompensatedState(tuple(x.clone() for x in xs), out.clone(), 1)
     steps = state.steps + 1
-    total = state.total + x
-    emitted = fn(total / steps) * steps
-    return emitted - state.emitted, CompensatedState(total, emitted, steps)
+    totals = tuple(total + x for total, x in zip(state.totals, xs))
+    emitted = fn(*(total / steps for total in totals)) * steps
+    return emitted - state.emitted, CompensatedState(totals, emitted, steps)
+
+
+class TensorMethod:
+    """``TensorMethod("softmax", -1)(x)`` is ``x.softmax(-1)``; further tensors come before the
+    arguments (``TensorMethod("matmul")(a, b)`` is ``a.matmul(b)``). A named, copyable callable."""
+
+    def __init__(self, name: str, *args, **kwargs):
+        self.name, self.args, self.kwargs = name, args, kwargs
+
+    def __call__(self, first: torch.Tensor, *tensors: torch.Tensor):
+        return getattr(first, self.name)(*tensors, *self.args, **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"Tensor.{self.name}"
 
 
 class Compensated(StatefulModule):
-    """``fn`` (a module or a function of one tensor) applied to rates; see ``compensated_step``."""
+    """``fn`` (a module, or a function of one or more tensors) applied to rates; see
+    ``compensated_step``."""
 
     def __init__(self, fn: Callable, step_mode: str = "s"):
         super().__init__(step_mode)
         self.fn = fn
 
-    def _single_step(self, x: torch.Tensor) -> torch.Tensor:
-        out, self.state = compensated_step(x, self.state, self.fn)
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        if self.step_mode == "s":
+            return self._single_step(*xs)
+        return torch.stack([self._single_step(*step) for step in zip(*xs)])
+
+    def _single_step(self, *xs: torch.Tensor) -> torch.Tensor:
+        out, self.state = compensated_step(xs, self.state, self.fn)
         return out
 
     def extra_repr(self) -> str:

@@ -3,14 +3,13 @@ non-linear operations -> run on rates): the two rewrites of the conversion, each
 every call site by ``groupsnn.rewrite`` (which says what the result is: the input's class, or a
 ``torch.fx.GraphModule``)."""
 import functools
-import operator
 import warnings
 from typing import Callable, Optional
 
 import torch.fx as fx
 import torch.nn as nn
 
-from .compensate import Compensated
+from .compensate import Compensated, TensorMethod
 from .neurons import GroupNeuron, IFNeuron, RateMaxPool
 from .ops import (CLIPPED_RELU_CALLS, COMPENSATED_CALLS, COMPENSATED_MODULES, MAX_POOL_CALLS, MAX_POOL_FUNCTIONS,
                   MAX_TO_AVG_POOL, NONLINEAR_CALLS, NONLINEAR_MODULES, OPAQUE_MODULES, RELU_CALLS)
@@ -84,7 +83,7 @@ def _analog_kind(site: Site) -> Optional[str]:
     target = site.target
     if isinstance(target, (*NONLINEAR_MODULES, *OPAQUE_MODULES)):
         return type(target).__name__
-    if not isinstance(target, nn.Module) and target in NONLINEAR_CALLS:
+    if not isinstance(target, nn.Module) and (target in NONLINEAR_CALLS or site.inputs > 1):
         return getattr(target, "__name__", str(target))
     return None
 
@@ -95,16 +94,17 @@ def _compensable(site: Site) -> bool:
     if isinstance(target, nn.Module):
         return isinstance(target, COMPENSATED_MODULES)
     fixed = not any(isinstance(a, fx.Node) for a in (*site.args, *site.kwargs.values()))
-    return target in COMPENSATED_CALLS and fixed  # arguments computed in forward cannot be baked in
+    # arguments computed in forward (a mask, a shape) cannot be baked into the function
+    return (site.inputs > 1 or target in COMPENSATED_CALLS) and fixed
 
 
 def _function(site: Site) -> Callable:
-    """The site's operation as a function of its input alone."""
+    """The site's operation as a function of its input tensors alone."""
     if isinstance(site.target, nn.Module):
         return site.target
     if isinstance(site.target, str):  # a tensor method, x.softmax(-1)
-        return operator.methodcaller(site.target, *site.args, **site.kwargs)
-    return functools.partial(site.target, *site.args, **site.kwargs)
+        return TensorMethod(site.target, *site.args, **site.kwargs)
+    return functools.partial(site.target, *site.args, **site.kwargs) if site.args or site.kwargs else site.target
 
 
 def _listed(sites: list[Site]) -> str:

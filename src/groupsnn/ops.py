@@ -53,6 +53,11 @@ COMPENSATED_MODULES = (*(m for m in NONLINEAR_MODULES if m not in (nn.ReLU, nn.R
 COMPENSATED_CALLS = (NONLINEAR_CALLS - RELU_CALLS - {F.relu6, F.rrelu}) | {
     F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, "softmax", "log_softmax",
     F.layer_norm, F.group_norm, F.rms_norm}
+# operations of several tensors that are not linear in each: run on rates when two or more of their
+# inputs change from step to step (q·kᵀ, attention·v, gating x·s); the number of tensor inputs
+PRODUCT_CALLS = {operator.mul: 2, torch.mul: 2, "mul": 2, operator.matmul: 2, torch.matmul: 2, "matmul": 2,
+                 torch.bmm: 2, "bmm": 2, operator.truediv: 2, torch.div: 2, "div": 2,
+                 F.scaled_dot_product_attention: 3}
 SITE_CALLS = NONLINEAR_CALLS | CLIPPED_RELU_CALLS | COMPENSATED_CALLS | MAX_POOL_CALLS  # what a rewrite rule sees
 
 # -- memory: augmented assignments (``y += z``) and the out-of-place operation each stands for

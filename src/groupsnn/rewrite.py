@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .graph import (call_name, downstream, enclosing_module, first_input, is_call, is_fresh, module_of, site_name,
                     traced)
 from .neurons import StatefulModule
-from .ops import IN_PLACE_ACTIVATION_CALLS, RANDOM_CALLS, SITE_CALLS
+from .ops import IN_PLACE_ACTIVATION_CALLS, PRODUCT_CALLS, RANDOM_CALLS, SITE_CALLS
 from .qcfs import QCFS
 from .recipe import recipe, record
 
@@ -37,12 +37,14 @@ class Site(NamedTuple):
     """One call site: the called module (``args`` empty) or function / method name with its
     arguments after the input; ``name`` says where it is, for messages and new module names.
     ``on_rates``: whether its input can change from step to step once the network is converted
-    (it depends on a QCFS, a stateful module or a random draw; True where the graph is unknown)."""
+    (it depends on a QCFS, a stateful module or a random draw; True where the graph is unknown).
+    ``inputs``: how many leading arguments are the tensors the new module takes (a product: 2)."""
     target: Union[nn.Module, Callable, str]
     name: str
     args: tuple = ()
     kwargs: dict = {}
     on_rates: bool = True
+    inputs: int = 1
 
 
 Rule = Callable[[Site], Optional[nn.Module]]  # the module to call at a site instead, or None
@@ -98,21 +100,31 @@ class _Edit(NamedTuple):
     node: fx.Node
     new: nn.Module
     keep_write: bool  # an in-place site whose write is seen: becomes ``x.copy_(new(x.clone()))``
+    inputs: int = 1   # the node's leading arguments the new module takes
 
 
 def _plan(model: nn.Module, graph: fx.Graph, rule: Rule) -> list[_Edit]:
     """The new module of each call site the rule replaces; changes nothing."""
-    varying = downstream(graph, [n for n in graph.nodes if is_call(n, RANDOM_CALLS)
-                                 or isinstance(module_of(model, n), (QCFS, StatefulModule))])
+    varying_nodes = downstream(graph, [n for n in graph.nodes if is_call(n, RANDOM_CALLS)
+                                       or isinstance(module_of(model, n), (QCFS, StatefulModule))])
     edits = []
     for node in graph.nodes:
-        on_rates = any(a in varying for a in node.all_input_nodes)
+        on_rates = any(a in varying_nodes for a in node.all_input_nodes)
         if node.op == "call_module":
             new = rule(Site(model.get_submodule(node.target), node.target, on_rates=on_rates))
         elif is_call(node, SITE_CALLS):
             kwargs = dict(node.kwargs)
             args = node.args or (kwargs.pop("input"),)
             new = rule(Site(node.target, site_name(node), args[1:], kwargs, on_rates))
+        elif is_call(node, PRODUCT_CALLS) and len(node.args) >= PRODUCT_CALLS[node.target]:
+            n = PRODUCT_CALLS[node.target]
+            varying = sum(isinstance(a, fx.Node) and a in varying_nodes for a in node.args[:n])
+            if varying < 2:  # linear in the one input that changes: it commutes with averaging
+                continue
+            new = rule(Site(node.target, site_name(node), node.args[n:], dict(node.kwargs), True, n))
+            if new is not None:
+                edits.append(_Edit(node, new, False, n))
+            continue
         else:
             continue
         if new is not None:
@@ -122,7 +134,7 @@ def _plan(model: nn.Module, graph: fx.Graph, rule: Rule) -> list[_Edit]:
 
 def _graph_change(edits: list[_Edit], calls: Counter) -> Optional[str]:
     """Why ``edits`` need a new ``forward`` (None when module swaps suffice)."""
-    for node, _, keep_write in edits:
+    for node, _, keep_write, _ in edits:
         if node.op != "call_module":
             return f"forward() calls {call_name(node)} at {site_name(node)!r}, which becomes a module call"
         if calls[node.target] > 1:
@@ -164,7 +176,7 @@ def rewrite(model: nn.Module, rule: Rule, what: str, inplace: bool = False,
     aliases = _aliases(net)
     why = _graph_change(edits, calls)
     if why is None:
-        for node, new, _ in edits:
+        for node, new, _, _ in edits:
             for name in aliases[id(net.get_submodule(node.target))]:
                 net.set_submodule(name, new)
         return net
@@ -172,7 +184,7 @@ def rewrite(model: nn.Module, rule: Rule, what: str, inplace: bool = False,
         raise ValueError(f"{what}: inplace=True cannot rewrite {type(model).__name__} in place ({why}); "
                          "call it without inplace=True and use the torch.fx.GraphModule it returns")
 
-    for node, new, keep_write in edits:
+    for node, new, keep_write, inputs in edits:
         if node.op == "call_module":
             calls[node.target] -= 1
             if calls[node.target] == 0:  # the last site keeps the original name (all of them)
@@ -191,7 +203,7 @@ def rewrite(model: nn.Module, rule: Rule, what: str, inplace: bool = False,
             if keep_write:
                 out = graph.call_method("copy_", (x, graph.call_module(name, (graph.call_method("clone", (x,)),))))
             else:
-                out = graph.call_module(name, (x,))
+                out = graph.call_module(name, (x,) if inputs == 1 else tuple(node.args[:inputs]))
         node.replace_all_uses_with(out)
         graph.erase_node(node)
     graph.lint()
