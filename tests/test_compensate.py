@@ -111,3 +111,17 @@ def test_products_of_two_per_step_tensors_run_on_rates():
                 setattr(snn, name, module.fn if isinstance(module.fn, nn.Module) else _Function(module.fn))
         per_step = (gs.simulate(snn, x, 2, fold=False).mean(0) - expected).abs().mean()
     assert compensated < per_step / 3, (compensated, per_step)
+
+
+def test_operations_on_rates_are_charged_as_macs_at_every_step():
+    from groupsnn.stats import layer_stats
+
+    torch.manual_seed(0)
+    snn = gs.convert(gs.prepare(Gated(), levels=4, threshold=1.0), "gn", tau=2)
+    totals = layer_stats(snn, [torch.randn(4, 6)], 3)["totals"]
+    weighted = 6 * 8 + 3 * 8 * 8                   # fc1, q, k, gate
+    on_rates = 8 + 8 + 8 * 8                        # sigmoid, h * s, q @ k^T (inner dimension 1)
+    assert totals["ann_macs"] == weighted + on_rates
+    # per step: q and k on the gated (dense) values, and the three operations; fc1 once (static);
+    # the gate layer is fed by spikes (SOPs)
+    assert totals["snn_macs"] == 6 * 8 + 3 * (2 * 8 * 8 + on_rates)

@@ -27,8 +27,11 @@ totals, per input sample. What is counted:
   and ``simulate`` computes them once per input), once per step for the others; a layer fed by
   spikes and other values (``cat`` of spikes with the image, spikes plus a dense tensor) pays
   fan-out(p) MACs per step for each non-spike input p. Energy at 0.9 pJ per accumulate and 4.6 pJ
-  per multiply-accumulate (32-bit float in 45 nm, Horowitz, ISSCC 2014). BatchNorm (which folds
-  into the layer before it), pooling, additions and neuron updates are counted in neither.
+  per multiply-accumulate (32-bit float in 45 nm, Horowitz, ISSCC 2014). Operations run on rates
+  (``groupsnn.compensate``: activations other than ReLU, softmax, norms, products of two per-step
+  tensors) multiply at every step: their MACs (a matrix product's inner dimension per output, one
+  per output for the others) are in the SNN's MACs at every step and in the ANN's once. BatchNorm
+  (which folds into the layer before it), pooling, additions and neuron updates are counted in neither.
 - ``conversion_mse``: the mean squared difference between the ANN's QCFS activation and the
   neuron's output averaged over the T steps, on the same inputs (the SNN keeps the ANN's layer names).
 """
@@ -41,6 +44,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.func import functional_call
 
+from .compensate import Compensated
 from .graph import flat_nodes, is_call, module_of, static_nodes, traced
 from .neurons import RateMaxPool, SpikingNeuron
 from .ops import IN_PLACE_OPERATORS, SPIKE_LINEAR_CALLS, SPIKE_LINEAR_MODULES, SUM_CALLS, WEIGHTED
@@ -161,6 +165,9 @@ class _SpikeFollower(fx.Interpreter):
         module = module_of(self.module, node)
         if isinstance(module, WEIGHTED):
             self._weighted(node, module, out)
+        if isinstance(module, Compensated):
+            self.macs[node] = _operation_macs(module.fn, [self.env[a] for a in node.all_input_nodes], out) / len(out)
+            self.dense_macs += self.macs[node] * len(out)  # it multiplies at every step
         if isinstance(module, SpikingNeuron):
             self.on_neuron(node.target, module, out)
         if node in self.keys:
@@ -204,6 +211,19 @@ class _SpikeFollower(fx.Interpreter):
         for key, c in counts.items():
             arrived = (c != 0).to(c.dtype) if key == DENSE and not self.ones else c
             self.arrivals[node, key] = self.arrivals[node, key] + arrived.sum(0)
+
+
+def _operation_macs(fn, inputs: list, out: torch.Tensor) -> float:
+    """Multiply-accumulates of one call of an operation run on rates (``Compensated``): a matrix
+    product, its inner dimension per output; scaled dot-product attention, its two products; any
+    other, one per output (a lower bound for softmax, LayerNorm, GELU)."""
+    name = getattr(fn, "name", getattr(getattr(fn, "func", fn), "__name__", ""))  # TensorMethod, partial
+    if name in ("matmul", "bmm"):
+        return out.numel() * inputs[0].shape[-1]
+    if name == "scaled_dot_product_attention":
+        q, k, v = inputs[:3]
+        return q.numel() // q.shape[-1] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
+    return out.numel()
 
 
 def _filled(value, fill: float):
