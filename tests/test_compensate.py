@@ -125,3 +125,45 @@ def test_operations_on_rates_are_charged_as_macs_at_every_step():
     # per step: q and k on the gated (dense) values, and the three operations; fc1 once (static);
     # the gate layer is fed by spikes (SOPs)
     assert totals["snn_macs"] == 6 * 8 + 3 * (2 * 8 * 8 + on_rates)
+
+
+def test_a_two_sided_quantiser_and_its_neuron_agree_at_one_step():
+    from groupsnn.neurons import gn_step
+    from groupsnn.qcfs import qcfs
+
+    x, theta = torch.randn(1000) * 2, torch.tensor(1.5)
+    quantised = qcfs(x, theta, 4, two_sided=True)
+    assert quantised.min() == -theta and quantised.max() == theta and (quantised < 0).any()
+    out, spikes, _ = gn_step(x, None, theta, 4, two_sided=True)
+    assert torch.equal(out, quantised) and spikes.min() == -4
+    x.requires_grad_(True)
+    qcfs(x, theta, 4, two_sided=True).sum().backward()
+    assert torch.equal(x.grad, ((x >= -theta) & (x <= theta)).float())  # straight through on [-θ, θ]
+
+
+def test_spike_inputs_put_a_two_sided_quantiser_in_front_of_each_weight_layer_after_gelu(tmp_path):
+    from groupsnn.checkpoint import load_model, save_checkpoint
+    from groupsnn.stats import spike_sources
+
+    torch.manual_seed(0)
+    ann = gs.prepare(GeluMlp(), levels=4, threshold=1.0, spike_inputs=True).eval()
+    assert isinstance(ann.fc3, nn.Sequential) and ann.fc3[0].two_sided  # after GELU: quantised
+    assert isinstance(ann.fc1, nn.Linear) and isinstance(ann.fc2, nn.Linear)  # the input; a ReLU's output
+    x = torch.randn(32, 6)
+    with torch.no_grad():
+        snn = gs.convert(ann, "gn", tau=4)
+        assert torch.equal(gs.simulate(snn, x, 1, fold=False)[0], ann(x))  # tau = L at T = 1
+    assert spike_sources(snn) == {"fc2": ("act",), "fc3.1": ("fc3.0",)}  # every weighted sum after fc1: spikes
+    save_checkpoint(tmp_path / "snn.pt", snn, {})
+    loaded, _ = load_model(tmp_path / "snn.pt")
+    assert loaded.get_submodule("fc3.0").two_sided
+    assert torch.equal(gs.simulate(loaded, x, 3), gs.simulate(snn, x, 3))
+
+
+def test_calibrate_sets_a_two_sided_threshold_from_magnitudes():
+    torch.manual_seed(0)
+    net, x = GeluMlp().eval(), torch.randn(64, 6)
+    ann = gs.calibrate(net, [x], percentile=100, levels=8, spike_inputs=True, progress=False)
+    with torch.no_grad():
+        into_fc3 = F.gelu(net.norm(net.fc2(net.act(net.fc1(x)))))
+    assert ann.fc3[0].two_sided and ann.fc3[0].threshold.item() == into_fc3.abs().max().item()

@@ -83,7 +83,8 @@ def _threshold(hist: StreamingHistogram, percentile: float, shape: tuple, name: 
 @torch.no_grad()
 def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_channel: bool = False,
               levels: Optional[int] = None, batches: Optional[int] = 10, maxpool: str = "keep",
-              fuse_bn: bool = False, inplace: bool = False, bins: int = 2048, progress: bool = True) -> nn.Module:
+              fuse_bn: bool = False, inplace: bool = False, bins: int = 2048, progress: bool = True,
+              spike_inputs: bool = False) -> nn.Module:
     """Return the trained ReLU network ``model`` ready for ``convert``, without retraining.
 
     Every ReLU call site becomes a QCFS with ``levels`` (None: clip only, ``clamp(x, 0, θ)``) whose
@@ -92,10 +93,11 @@ def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_
     one θ per layer or, with ``per_channel``, per channel (dim 1). Max-pooling is kept
     (``maxpool="keep"``; ``convert`` makes it a ``RateMaxPool``, exact on rates) or replaced by
     average pooling (``"avg"``, as in ``prepare``; it breaks networks trained with max-pooling).
-    ``fuse_bn`` folds BatchNorm into the preceding conv/linear where sound (``groupsnn.fold``). The result is in eval mode and
-    follows ``prepare``'s contract (``inplace=True`` rewrites ``model`` itself or raises); its recipe
+    ``fuse_bn`` folds BatchNorm into the preceding conv/linear where sound (``groupsnn.fold``). The
+    result is in eval mode and follows ``prepare``'s contract (``inplace=True`` rewrites ``model`` itself or raises); its recipe
     notes these settings, so a checkpoint of it rebuilds the same network. ``progress`` shows a bar
-    over the batches on a terminal (``groupsnn.progress``).
+    over the batches on a terminal (``groupsnn.progress``). ``spike_inputs`` as in ``prepare``: the
+    two-sided quantisers it adds get θ from a percentile of their inputs' magnitudes.
     """
     QCFS(levels)  # validates levels before any work
     if not 0 < percentile <= 100:
@@ -103,7 +105,8 @@ def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_
     if batches is not None and batches < 1:
         raise ValueError(f"batches must be a positive integer or None (all), got {batches!r}")
     # threshold ∞ with no levels is ReLU exactly: the statistics are those of the original network
-    net = prepare(model, levels=None, threshold=math.inf, maxpool=maxpool, inplace=inplace).eval()
+    net = prepare(model, levels=None, threshold=math.inf, maxpool=maxpool, inplace=inplace,
+                  spike_inputs=spike_inputs).eval()
     device = model_device(net)
     inputs = ((b[0] if isinstance(b, (tuple, list)) else b).to(device) for b in islice(loader, batches))
     first = next(inputs, None)
@@ -120,6 +123,8 @@ def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_
             histograms[module] = StreamingHistogram(channels, bins, out.device)
             shapes[module] = (channels, *[1] * (out.dim() - 2)) if per_channel else ()
         flat = out.transpose(0, 1).reshape(out.shape[1], -1) if per_channel else out.reshape(1, -1)
+        if module.two_sided:  # a quantiser of [-θ, θ]: θ is a percentile of |x|
+            flat = flat.abs()
         histograms[module].update(flat)
 
     hooks = [m.register_forward_hook(observe) for m in activations]

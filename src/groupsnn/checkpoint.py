@@ -207,7 +207,8 @@ def build_model(meta: dict) -> nn.Module:
     elif folded:
         fold_pairs(net.eval(), folded)
     if "maxpool" in network:
-        net = prepare(net, levels=network["levels"], maxpool=network["maxpool"])
+        net = prepare(net, levels=network["levels"], maxpool=network["maxpool"],
+                      spike_inputs=network.get("spike_inputs", False))
     modules = dict(net.named_modules())
     for name, shape in network.get("threshold_shapes", {}).items():
         qcfs = modules.get(name)

@@ -4,6 +4,7 @@ every call site by ``groupsnn.rewrite`` (which says what the result is: the inpu
 ``torch.fx.GraphModule``)."""
 import functools
 import warnings
+from collections import Counter
 from typing import Callable, Optional
 
 import torch.fx as fx
@@ -11,8 +12,10 @@ import torch.nn as nn
 
 from .compensate import Compensated, TensorMethod
 from .neurons import GroupNeuron, IFNeuron, RateMaxPool
+from .graph import downstream, flat_nodes, is_call, module_of, trace
 from .ops import (CLIPPED_RELU_CALLS, COMPENSATED_CALLS, COMPENSATED_MODULES, MAX_POOL_CALLS, MAX_POOL_FUNCTIONS,
-                  MAX_TO_AVG_POOL, NONLINEAR_CALLS, NONLINEAR_MODULES, OPAQUE_MODULES, RELU_CALLS)
+                  MAX_TO_AVG_POOL, NONLINEAR_CALLS, NONLINEAR_MODULES, OPAQUE_MODULES, PRODUCT_CALLS, RELU_CALLS,
+                  SITE_CALLS, SPIKE_LINEAR_CALLS, SPIKE_LINEAR_MODULES, SUM_CALLS, WEIGHTED)
 from .qcfs import QCFS
 from .recipe import record
 from .rewrite import Site, rewrite
@@ -38,13 +41,18 @@ def _max_pool_module(site: Site) -> nn.Module:
 
 
 def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0, inplace: bool = False,
-            maxpool: str = "avg") -> nn.Module:
+            maxpool: str = "avg", spike_inputs: bool = False) -> nn.Module:
     """Return ``model`` with every ReLU call site replaced by a QCFS (``levels``, initial ``threshold``;
     a ReLU6 clips at 6, so its QCFS starts at most there) and every max-pooling by average pooling;
     ready for QCFS training and then ``convert``. ``maxpool="keep"`` keeps max-pooling (for networks
     trained with it, see ``calibrate``). Other activations stay as they are (``convert`` runs them on
     rates); operations ``convert`` cannot take (attention layers whose softmax runs inside torch)
     stay too, with a warning that lists every such site.
+
+    ``spike_inputs=True`` also puts a two-sided QCFS (levels -L..L) in front of every convolution
+    and linear layer whose input comes after a non-linear operation but is not already a ReLU's
+    output (after GELU, softmax, LayerNorm, a product...): the layer becomes ``Sequential(QCFS,
+    layer)``, and in the SNN every such weighted sum receives spikes.
 
     The result is ``model``'s class when module swaps suffice, else a ``torch.fx.GraphModule``
     (see the module docstring); ``inplace=True`` rewrites ``model`` itself or raises. It notes
@@ -70,11 +78,49 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
             return _avg_pool_like(_max_pool_module(site))
         return None
 
-    prepared = rewrite(model, rule, "prepare()", inplace)
+    unspiked = _unspiked_layers(model) if spike_inputs else set()
+
+    def quantising_rule(site: Site) -> Optional[nn.Module]:
+        if isinstance(site.target, nn.Module) and site.name in unspiked:
+            return nn.Sequential(QCFS(levels, threshold, two_sided=True), site.target)
+        return rule(site)
+
+    prepared = rewrite(model, quantising_rule, "prepare()", inplace)
     if analog:
         warnings.warn(f"prepare(): no spiking neuron computes {_listed(analog)}; they stay as they are and "
                       "convert() will refuse them: replace them before prepare()", stacklevel=2)
-    return record(prepared, levels=levels, maxpool=maxpool)
+    return record(prepared, levels=levels, maxpool=maxpool, **({"spike_inputs": True} if spike_inputs else {}))
+
+
+def _unspiked_layers(model: nn.Module) -> set[str]:
+    """The conv/linear modules, each called once, whose input comes after a non-linear operation
+    but is not spikes-to-be (a ReLU's or QCFS's output, through operations linear in spike counts)."""
+    try:
+        graph = trace(model)
+    except Exception:  # noqa: BLE001  (rewrite warns that the graph is unknown)
+        return set()
+    nonlinear = [n for n in graph.nodes if isinstance(module_of(model, n), (*NONLINEAR_MODULES, *COMPENSATED_MODULES,
+                                                                           *OPAQUE_MODULES, QCFS))
+                 or is_call(n, SITE_CALLS) or is_call(n, PRODUCT_CALLS)]
+    after = downstream(graph, nonlinear)
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    return {n.target for n in graph.nodes if isinstance(module_of(model, n), WEIGHTED) and calls[n.target] == 1
+            and n.args and n.args[0] in after and not _spikes(model, n.args[0])}
+
+
+def _spikes(model: nn.Module, node) -> bool:
+    """Whether ``node`` holds what neurons will emit: a ReLU's or QCFS's output, or what operations
+    linear in spike counts (views, pooling, sums, cat...) make of such outputs only."""
+    if not isinstance(node, fx.Node):
+        return False
+    module = module_of(model, node)
+    if isinstance(module, (nn.ReLU, nn.ReLU6, QCFS)) or is_call(node, RELU_CALLS | CLIPPED_RELU_CALLS):
+        return True
+    if isinstance(module, (*SPIKE_LINEAR_MODULES, *MAX_TO_AVG_POOL)) or is_call(node, SPIKE_LINEAR_CALLS | MAX_POOL_CALLS):
+        return all(_spikes(model, a) for a in flat_nodes(node.args[:1]))
+    if is_call(node, SUM_CALLS):
+        return all(_spikes(model, a) for a in node.args[:2])
+    return False
 
 
 def _analog_kind(site: Site) -> Optional[str]:
@@ -150,9 +196,10 @@ def convert(model: nn.Module, neuron: str = "gn", tau: Optional[int] = None, str
             if not bool((target.threshold > 0).all()):
                 raise ValueError(f"convert(): threshold of {site.name!r} is not positive "
                                  f"({target.threshold.min().item():.4g}); retrain or recalibrate it")
+            two_sided = getattr(target, "two_sided", False)
             if neuron == "gn":
-                return GroupNeuron(target.threshold, tau, signed=signed)
-            return IFNeuron(target.threshold, signed=signed)
+                return GroupNeuron(target.threshold, tau, signed=signed, two_sided=two_sided)
+            return IFNeuron(target.threshold, signed=signed, two_sided=two_sided)
         if type(target) in MAX_TO_AVG_POOL:
             return RateMaxPool(target)
         if target in MAX_POOL_CALLS:

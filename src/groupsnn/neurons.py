@@ -49,13 +49,13 @@ def _integrate(x: torch.Tensor, state: Optional[NeuronState], scale: torch.Tenso
 
 
 def _fire(v: torch.Tensor, tau: int, out: Optional[torch.Tensor] = None,
-          emitted: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Spike counts ``clamp(floor(v), 0, τ)`` (into ``out`` if given); subtracts them from ``v``.
+          emitted: Optional[torch.Tensor] = None, lower: int = 0) -> torch.Tensor:
+    """Spike counts ``clamp(floor(v), lower, τ)`` (into ``out`` if given); subtracts them from ``v``.
     With ``emitted`` (a signed neuron's net count so far) the lower bound is ``-min(emitted, τ)``.
     In-place operations only: no memory per step, and usable with autograd on."""
     spikes = torch.floor(v, out=out)
     if emitted is None:
-        spikes.clamp_(0, tau)
+        spikes.clamp_(lower, tau)
     else:  # max(n, -min(c, τ)) = -min(-n, c, τ)
         spikes.neg_().clamp_(max=emitted).clamp_(max=tau).neg_().clamp_(max=tau)
     v -= spikes
@@ -64,11 +64,13 @@ def _fire(v: torch.Tensor, tau: int, out: Optional[torch.Tensor] = None,
 
 def _gn_update(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int,
                inplace: bool, out: Optional[torch.Tensor] = None, v_init: Optional[torch.Tensor] = None,
-               signed: bool = False):
+               signed: bool = False, two_sided: bool = False):
     """(spikes, new state, θ in x's dtype) of one GN step; ``inplace`` updates ``state``'s tensors
     themselves and ``out`` receives the spike counts."""
     threshold = threshold.to(x.dtype)
     v = _integrate(x, state, tau / threshold, inplace, v_init)
+    if two_sided:  # up to τ negative spikes a step, whatever was emitted before: nothing to remember
+        return _fire(v, tau, out, lower=-tau), NeuronState(v), threshold
     if not signed:
         return _fire(v, tau, out), NeuronState(v), threshold
     if state is None:  # nothing emitted yet: the first step is the unsigned one
@@ -80,23 +82,25 @@ def _gn_update(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.T
 
 
 def gn_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int,
-            v_init: Optional[torch.Tensor] = None, signed: bool = False):
+            v_init: Optional[torch.Tensor] = None, signed: bool = False, two_sided: bool = False):
     """One step of a Group Neuron with ``tau`` members; returns ``(out, spikes, new_state)``.
 
     ``spikes`` counts the members that fired (integers in [0, τ], as floats; in [-τ, τ] when
-    ``signed``, see the module docstring); ``out = spikes·θ/τ``. ``state=None`` starts from the
-    initial state: the membrane ``v_init`` (in units of one spike, broadcast against ``x``; None: 1/2)
-    before the first input. Pure: neither ``x`` nor ``state`` is modified.
+    ``signed``, see the module docstring, or ``two_sided``: the neuron of a two-sided QCFS, whose
+    first step is ``clamp(floor(x·τ/θ + 1/2), -τ, τ)``); ``out = spikes·θ/τ``. ``state=None`` starts
+    from the initial state: the membrane ``v_init`` (in units of one spike, broadcast against ``x``;
+    None: 1/2) before the first input. Pure: neither ``x`` nor ``state`` is modified.
     """
-    spikes, state, threshold = _gn_update(x, state, threshold, tau, inplace=False, v_init=v_init, signed=signed)
+    spikes, state, threshold = _gn_update(x, state, threshold, tau, inplace=False, v_init=v_init, signed=signed,
+                                          two_sided=two_sided)
     return level_value(spikes, tau, threshold), spikes, state
 
 
 def if_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor,
-            v_init: Optional[torch.Tensor] = None, signed: bool = False):
+            v_init: Optional[torch.Tensor] = None, signed: bool = False, two_sided: bool = False):
     """One step of an integrate-and-fire neuron; returns ``(out, spikes, new_state)``.
     It is the Group Neuron with one member: ``clamp(floor(v), 0, 1)`` is ``v >= 1``."""
-    return gn_step(x, state, threshold, 1, v_init, signed)
+    return gn_step(x, state, threshold, 1, v_init, signed, two_sided)
 
 
 @functools.cache
@@ -105,13 +109,13 @@ def _compile_gn_step():
 
 
 def compiled_gn_step(x: torch.Tensor, state: Optional[NeuronState], threshold: torch.Tensor, tau: int,
-                     v_init: Optional[torch.Tensor] = None, signed: bool = False):
+                     v_init: Optional[torch.Tensor] = None, signed: bool = False, two_sided: bool = False):
     """``gn_step`` compiled by ``torch.compile`` into one fused pass over memory, for long runs.
 
     The first call for each τ, dtype and shape compiles (about 20 s on a CPU, which needs a C++
     compiler). Spike counts and states equal ``gn_step``'s up to float rounding.
     """
-    return _compile_gn_step()(x, state, threshold, tau, v_init, signed)
+    return _compile_gn_step()(x, state, threshold, tau, v_init, signed, two_sided)
 
 
 class _NoGradient(torch.autograd.Function):
@@ -166,21 +170,24 @@ class SpikingNeuron(StatefulModule):
 
     The buffer ``v_init`` is the initial membrane (in units of one spike, e.g. one per channel,
     shape ``[C, 1, 1]``); None, as ``convert`` makes it, is 1/2 everywhere. ``groupsnn.correct``
-    sets it. ``signed=True`` also emits negative spikes (see the module docstring).
+    sets it. ``signed=True`` also emits negative spikes (see the module docstring); ``two_sided=True``
+    up to τ a step whatever came before (the neuron of a two-sided QCFS).
     """
 
     tau = 1
 
-    def __init__(self, threshold, step_mode: str = "s", compiled: bool = False, signed: bool = False):
+    def __init__(self, threshold, step_mode: str = "s", compiled: bool = False, signed: bool = False,
+                 two_sided: bool = False):
         super().__init__(step_mode)
         self.threshold = nn.Parameter(torch.as_tensor(threshold, dtype=torch.float32).detach().clone())
         self.register_buffer("v_init", None)
         self.compiled = compiled
         self.signed = signed
+        self.two_sided = two_sided
 
     def step(self, x: torch.Tensor, state: Optional[NeuronState]):
         step = compiled_gn_step if self.compiled else gn_step
-        return step(x, state, self.threshold, self.tau, self.v_init, self.signed)
+        return step(x, state, self.threshold, self.tau, self.v_init, self.signed, self.two_sided)
 
     def forward(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         if inplace and self.step_mode == "s" and not torch.is_grad_enabled():
@@ -200,11 +207,11 @@ class SpikingNeuron(StatefulModule):
         # gn_step's operations, in the buffers of the state and (if allowed) of the input
         spikes, self.state, threshold = _gn_update(x, self.state, self.threshold, self.tau, inplace=True,
                                                    out=x if inplace else None, v_init=self.v_init,
-                                                   signed=self.signed)
+                                                   signed=self.signed, two_sided=self.two_sided)
         return level_value(spikes, self.tau, threshold, inplace=True)
 
     def extra_repr(self) -> str:
-        return f"step_mode={self.step_mode!r}" + (", signed=True" if self.signed else "")
+        return f"step_mode={self.step_mode!r}" + ", signed=True" * self.signed + ", two_sided=True" * self.two_sided
 
 
 class IFNeuron(SpikingNeuron):
@@ -214,8 +221,9 @@ class IFNeuron(SpikingNeuron):
 class GroupNeuron(SpikingNeuron):
     """Group Neuron of ``tau`` IF members (thresholds iθ/τ) sharing one membrane; see ``gn_step``."""
 
-    def __init__(self, threshold, tau: int, step_mode: str = "s", compiled: bool = False, signed: bool = False):
-        super().__init__(threshold, step_mode, compiled, signed)
+    def __init__(self, threshold, tau: int, step_mode: str = "s", compiled: bool = False, signed: bool = False,
+                 two_sided: bool = False):
+        super().__init__(threshold, step_mode, compiled, signed, two_sided)
         if int(tau) != tau or tau < 1:
             raise ValueError(f"tau (members per Group Neuron) must be a positive integer, got {tau!r}")
         self.tau = int(tau)

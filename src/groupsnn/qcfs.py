@@ -39,9 +39,9 @@ def level_value(n: torch.Tensor, levels: int, threshold: torch.Tensor, inplace: 
     return n.div_(levels).mul_(threshold) if inplace else n / levels * threshold
 
 
-def quantize(x: torch.Tensor, scale: torch.Tensor, levels: int) -> torch.Tensor:
-    """Level index ``clamp(floor(x·scale + 1/2), 0, levels)`` with ``scale = levels/θ``."""
-    return shifted(x, scale).floor_().clamp_(0, levels)
+def quantize(x: torch.Tensor, scale: torch.Tensor, levels: int, lower: int = 0) -> torch.Tensor:
+    """Level index ``clamp(floor(x·scale + 1/2), lower, levels)`` with ``scale = levels/θ``."""
+    return shifted(x, scale).floor_().clamp_(lower, levels)
 
 
 class QCFSFunction(torch.autograd.Function):
@@ -54,52 +54,57 @@ class QCFSFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:
-        ctx.levels = levels
+    def forward(ctx, x: torch.Tensor, threshold: torch.Tensor, levels: int, two_sided: bool = False) -> torch.Tensor:
+        ctx.levels, ctx.two_sided = levels, two_sided
         ctx.save_for_backward(x, threshold)
         threshold = threshold.to(x.dtype)
-        return level_value(quantize(x, levels / threshold, levels), levels, threshold, inplace=True)
+        level = quantize(x, levels / threshold, levels, -levels if two_sided else 0)
+        return level_value(level, levels, threshold, inplace=True)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
         x, threshold = ctx.saved_tensors
         levels, th = ctx.levels, threshold.to(x.dtype)
-        inside = (x >= 0) & (x <= th)
+        inside = (x >= (-th if ctx.two_sided else 0)) & (x <= th)
         grad_x = grad_th = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.where(inside, grad_y, 0)
         if ctx.needs_input_grad[1]:
             u = x * (levels / th)
-            n = torch.add(u, 0.5).floor_().clamp_(0, levels)  # the forward's level, bit for bit
+            n = torch.add(u, 0.5).floor_().clamp_(-levels if ctx.two_sided else 0, levels)  # the forward's level
             grad = n.sub_(u.mul_(inside)).mul_(grad_y)
             # summed in at least float32: a half-precision sum over B·C·H·W overflows under AMP's loss scale
             grad_th = grad.to(torch.promote_types(grad.dtype, torch.float32)).sum_to_size(threshold.shape) / levels
-        return grad_x, grad_th, None
+        return grad_x, grad_th, None, None
 
 
-def qcfs(x: torch.Tensor, threshold: torch.Tensor, levels: Optional[int]) -> torch.Tensor:
+def qcfs(x: torch.Tensor, threshold: torch.Tensor, levels: Optional[int], two_sided: bool = False) -> torch.Tensor:
     """Functional QCFS; ``threshold`` broadcasts against ``x`` (a scalar, or e.g. [C, 1, 1]).
-    ``levels=None``: clip only, ``clamp(x, 0, θ)``."""
+    ``levels=None``: clip only, ``clamp(x, 0, θ)``. ``two_sided``: levels -L..L, over [-θ, θ]."""
+    th = threshold.to(x.dtype)
     if levels is None:
-        return torch.minimum(torch.relu(x), threshold.to(x.dtype))
-    return QCFSFunction.apply(x, threshold, levels)
+        return torch.maximum(torch.minimum(x, th), -th) if two_sided else torch.minimum(torch.relu(x), th)
+    return QCFSFunction.apply(x, threshold, levels, two_sided)
 
 
 class QCFS(nn.Module):
     """QCFS activation with L ``levels`` (None: clip only) and a learnable ``threshold`` θ (a
-    drop-in for ReLU)."""
+    drop-in for ReLU). ``two_sided=True`` quantises [-θ, θ] to the levels -L..L: the quantiser
+    ``prepare(spike_inputs=True)`` puts in front of a weight layer whose input can be negative."""
 
-    def __init__(self, levels: Optional[int] = 8, threshold: Union[float, torch.Tensor] = 8.0):
+    def __init__(self, levels: Optional[int] = 8, threshold: Union[float, torch.Tensor] = 8.0,
+                 two_sided: bool = False):
         super().__init__()
         if levels is not None and (int(levels) != levels or levels < 1):
             raise ValueError(f"QCFS levels must be a positive integer or None (clip only), got {levels!r}")
         self.levels = None if levels is None else int(levels)
         self.threshold = nn.Parameter(torch.as_tensor(threshold, dtype=torch.float32).clone())
+        self.two_sided = two_sided
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return qcfs(x, self.threshold, self.levels)
+        return qcfs(x, self.threshold, self.levels, self.two_sided)
 
     def extra_repr(self) -> str:
         th = self.threshold
-        return f"levels={self.levels}, threshold={th.item():.4g}" if th.numel() == 1 else \
-            f"levels={self.levels}, threshold=per-channel{tuple(th.shape)}"
+        shown = f"threshold={th.item():.4g}" if th.numel() == 1 else f"threshold=per-channel{tuple(th.shape)}"
+        return f"levels={self.levels}, {shown}" + ", two_sided=True" * self.two_sided
