@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from groupsnn import models
+from groupsnn.ops import COMPENSATED_MODULES, NONLINEAR_MODULES
 
 INPUT_SHAPES = {"digits_cnn": (1, 8, 8), "mnist1d_cnn": (1, 40)}  # others take CIFAR-sized images
 
@@ -74,11 +75,12 @@ def test_resnet_rejects_an_unknown_stem():
 
 
 @pytest.mark.parametrize("name", models.list_models())
-def test_each_relu_module_is_called_once(name):
-    """Each ReLU call site has its own module, so a per-module neuron state is never shared."""
+def test_each_activation_module_is_called_once(name):
+    """Each activation (or norm) call site has its own module, so the state of the neuron (or of the
+    operation on rates) it becomes is never shared."""
     net = models.create(name, num_classes=10).eval()
     calls = Counter()
-    relus = [m for m in net.modules() if isinstance(m, nn.ReLU)]
+    relus = [m for m in net.modules() if isinstance(m, (*NONLINEAR_MODULES, *COMPENSATED_MODULES))]
     for relu in relus:
         relu.register_forward_hook(lambda module, args, out: calls.update([id(module)]))
     with torch.no_grad():

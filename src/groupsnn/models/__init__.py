@@ -1,5 +1,5 @@
 """Model registry: ``create(name, num_classes=..., pretrained=None, **kw)``, ``list_models()``."""
-from . import resnet, small, vgg  # noqa: F401  (each module registers the models it defines)
+from . import mobile, resnet, small, vgg, vit  # noqa: F401  (each module registers the models it defines)
 from ._registry import (check_input_shape, create, factory_parameters, list_models, list_pretrained, register_model,
                         register_pretrained)
 

@@ -1,0 +1,47 @@
+"""Networks built after 2022, from the model registry: a vision transformer (LayerNorm, softmax
+attention as matrix products, GELU) and a CNN with SiLU and squeeze-excitation gates. prepare with
+spike_inputs and convert leave nothing analog after the first neuron, and GN τ = L at T = 1 is the
+quantised network bit for bit."""
+import pytest
+import torch
+
+import groupsnn as gs
+from groupsnn.compensate import Compensated
+from groupsnn.graph import is_call, module_of, static_nodes, trace
+from groupsnn.ops import COMPENSATED_MODULES, NONLINEAR_MODULES, OPAQUE_MODULES, PRODUCT_CALLS, SITE_CALLS, WEIGHTED
+from groupsnn.stats import spike_sources
+
+NETWORKS = {"vit_cifar": {"depth": 2, "width": 48}, "silu_se_cnn": {}}
+
+
+def _analog_after_the_first_neuron(snn) -> list[str]:
+    graph = trace(snn)
+    static = static_nodes(snn, graph)
+    analog = []
+    for node in graph.nodes:
+        if node in static:
+            continue
+        module = module_of(snn, node)
+        per_step_inputs = sum(a not in static for a in node.all_input_nodes)
+        if (isinstance(module, (*NONLINEAR_MODULES, *COMPENSATED_MODULES, *OPAQUE_MODULES)) or is_call(node, SITE_CALLS)
+                or (is_call(node, PRODUCT_CALLS) and per_step_inputs > 1)):
+            analog.append(node.name)
+    return analog
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_a_modern_registry_network_converts_with_nothing_left_analog(name):
+    torch.manual_seed(0)
+    ann = gs.prepare(gs.models.create(name, **NETWORKS[name]).eval(), levels=4, threshold=1.0,
+                     spike_inputs=True).eval()
+    snn = gs.convert(ann, "gn", tau=4)
+    assert _analog_after_the_first_neuron(snn) == []
+    assert any(isinstance(m, Compensated) for m in snn.modules())
+    graph, fed = trace(snn), spike_sources(snn)
+    static = static_nodes(snn, graph)
+    weighted = {n.target for n in graph.nodes if isinstance(module_of(snn, n), WEIGHTED) and n not in static}
+    assert weighted == set(fed)  # every weighted layer after the first neuron is fed by neurons
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(gs.simulate(snn, x, 1, fold=False)[0], ann(x))  # tau = L at T = 1
+        assert torch.equal(gs.simulate(snn, x, 1)[0], gs.simulate(ann, x, 1)[0])  # the folded path, both
