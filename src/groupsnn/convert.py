@@ -11,8 +11,8 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .compensate import Compensated, TensorMethod
-from .neurons import GroupNeuron, IFNeuron, RateMaxPool
 from .graph import downstream, flat_nodes, is_call, module_of, trace
+from .neurons import GroupNeuron, IFNeuron, RateMaxPool
 from .ops import (CLIPPED_RELU_CALLS, COMPENSATED_CALLS, COMPENSATED_MODULES, MAX_POOL_CALLS, MAX_POOL_FUNCTIONS,
                   MAX_TO_AVG_POOL, NONLINEAR_CALLS, NONLINEAR_MODULES, OPAQUE_MODULES, PRODUCT_CALLS, RELU_CALLS,
                   SITE_CALLS, SPIKE_LINEAR_CALLS, SPIKE_LINEAR_MODULES, SUM_CALLS, WEIGHTED)
@@ -55,8 +55,8 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
     layer)``, and in the SNN every such weighted sum receives spikes.
 
     The result is ``model``'s class when module swaps suffice, else a ``torch.fx.GraphModule``
-    (see the module docstring); ``inplace=True`` rewrites ``model`` itself or raises. It notes
-    ``levels`` and ``maxpool`` in its recipe, which checkpoints save."""
+    (see ``groupsnn.rewrite``); ``inplace=True`` rewrites ``model`` itself or raises. It notes
+    ``levels``, ``maxpool`` and ``spike_inputs`` in its recipe, which checkpoints save."""
     QCFS(levels, threshold)  # validates the arguments before any work
     if maxpool not in ("avg", "keep"):
         raise ValueError(f"maxpool must be 'avg' (replace by average pooling) or 'keep', got {maxpool!r}")
@@ -97,7 +97,7 @@ def _unspiked_layers(model: nn.Module) -> set[str]:
     but is not spikes-to-be (a ReLU's or QCFS's output, through operations linear in spike counts)."""
     try:
         graph = trace(model)
-    except Exception:  # noqa: BLE001  (rewrite warns that the graph is unknown)
+    except Exception:  # noqa: BLE001  (rewrite warns that the graph is unknown: no quantisers then)
         return set()
     nonlinear = [n for n in graph.nodes if isinstance(module_of(model, n), (*NONLINEAR_MODULES, *COMPENSATED_MODULES,
                                                                            *OPAQUE_MODULES, QCFS))
@@ -124,8 +124,8 @@ def _spikes(model: nn.Module, node) -> bool:
 
 
 def _analog_kind(site: Site) -> Optional[str]:
-    """What ``site`` computes, if no spiking neuron computes it (an activation other than ReLU, or a
-    layer with activations and softmax inside torch's own code), else None."""
+    """What ``site`` computes, if no spiking neuron computes it (an activation, a product of two
+    per-step tensors, a layer with activations and softmax inside torch's own code), else None."""
     target = site.target
     if isinstance(target, (*NONLINEAR_MODULES, *OPAQUE_MODULES)):
         return type(target).__name__
