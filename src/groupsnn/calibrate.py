@@ -94,8 +94,8 @@ def calibrate(model: nn.Module, loader: Iterable, percentile: float = 99.9, per_
     (``maxpool="keep"``; ``convert`` makes it a ``RateMaxPool``, exact on rates) or replaced by
     average pooling (``"avg"``, as in ``prepare``; it breaks networks trained with max-pooling).
     ``fuse_bn`` folds BatchNorm into the preceding conv/linear where sound (``groupsnn.fold``). The
-    result is in eval mode and follows ``prepare``'s contract (``inplace=True`` rewrites ``model`` itself or raises); its recipe
-    notes these settings, so a checkpoint of it rebuilds the same network. ``progress`` shows a bar
+    result is in eval mode and follows ``prepare``'s contract (``inplace=True`` rewrites ``model``
+    itself or raises); its recipe notes these settings, so a checkpoint of it rebuilds the same network. ``progress`` shows a bar
     over the batches on a terminal (``groupsnn.progress``). ``spike_inputs`` as in ``prepare``: the
     two-sided quantisers it adds get θ from a percentile of their inputs' magnitudes.
     """

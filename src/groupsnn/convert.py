@@ -116,7 +116,8 @@ def _spikes(model: nn.Module, node) -> bool:
     module = module_of(model, node)
     if isinstance(module, (nn.ReLU, nn.ReLU6, QCFS)) or is_call(node, RELU_CALLS | CLIPPED_RELU_CALLS):
         return True
-    if isinstance(module, (*SPIKE_LINEAR_MODULES, *MAX_TO_AVG_POOL)) or is_call(node, SPIKE_LINEAR_CALLS | MAX_POOL_CALLS):
+    passes_spikes = isinstance(module, (*SPIKE_LINEAR_MODULES, *MAX_TO_AVG_POOL))
+    if passes_spikes or is_call(node, SPIKE_LINEAR_CALLS | MAX_POOL_CALLS):
         return all(_spikes(model, a) for a in flat_nodes(node.args[:1]))
     if is_call(node, SUM_CALLS):
         return all(_spikes(model, a) for a in node.args[:2])

@@ -185,7 +185,8 @@ def per_step_nodes(model: nn.Module, graph: fx.Graph) -> set[fx.Node]:
     while True:
         for node in graph.nodes:
             if (is_stateful(module_of(model, node)) or is_call(node, RANDOM_CALLS) or node.op == "output"
-                    or any(a in dynamic for a in node.all_input_nodes) or _writes_what_a_step_reads(model, node, dynamic)):
+                    or any(a in dynamic for a in node.all_input_nodes)
+                    or _writes_what_a_step_reads(model, node, dynamic)):
                 dynamic.add(node)
         overwritten = [a for n in dynamic for a in writes_into(model, n) if a not in dynamic]
         if not overwritten:

@@ -4,8 +4,9 @@
 reused while the network's modules, settings, parameters and buffers and the input's shape stay
 the same: at every call it compares them with a snapshot taken with the plan (values too, since a
 write through ``.data`` leaves no version counter behind), so it never mixes old copies with new
-values. The snapshot costs one more copy of the weights and one pass over them per call. ``simulate`` and ``evaluate`` keep one runner per network, so calling them in a loop
-prepares the network once. A plan is:
+values. The snapshot costs one more copy of the weights and one pass over them per call.
+``simulate`` and ``evaluate`` keep one runner per network, so calling them in a loop prepares the
+network once. A plan is:
 
 - **Static split.** The input is the same at every step, so everything computed before the first
   stateful module (usually the first conv + BN) is computed once per input: the graph layer's

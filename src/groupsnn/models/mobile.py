@@ -10,7 +10,8 @@ class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, squeezed: int):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.reduce, self.act, self.expand = nn.Conv2d(channels, squeezed, 1), nn.SiLU(), nn.Conv2d(squeezed, channels, 1)
+        self.reduce, self.act = nn.Conv2d(channels, squeezed, 1), nn.SiLU()
+        self.expand = nn.Conv2d(squeezed, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.expand(self.act(self.reduce(self.pool(x)))))
