@@ -45,3 +45,18 @@ def test_a_modern_registry_network_converts_with_nothing_left_analog(name):
     with torch.no_grad():
         assert torch.equal(gs.simulate(snn, x, 1, fold=False)[0], ann(x))  # tau = L at T = 1
         assert torch.equal(gs.simulate(snn, x, 1)[0], gs.simulate(ann, x, 1)[0])  # the folded path, both
+
+
+def test_one_transformer_block_under_constant_input_at_tau_t_equal_levels_is_the_quantised_block():
+    from groupsnn.models.vit import Block
+
+    torch.manual_seed(0)
+    ann = gs.prepare(Block(16, 2, 2).eval(), levels=8, threshold=1.0, spike_inputs=True).eval()
+    x = torch.randn(4, 5, 16)
+    with torch.no_grad():
+        expected = ann(x)
+        steps = gs.simulate(gs.convert(ann, "gn", tau=4), x, 2, fold=False)
+    # tau*T = L: the neurons' counts after T steps are the QCFS levels of their mean inputs and the
+    # operations on rates give f of the means, so the mean output is the block's, up to float rounding.
+    # (At tau=2, T=4 the per-step bound of tau spikes binds in the later neurons: 0.045 off here.)
+    torch.testing.assert_close(steps.mean(0), expected, rtol=1e-5, atol=1e-5)
