@@ -8,8 +8,8 @@ compensation of Huang et al. (ACM MM 2024) and SpikeZIP-TF (ICML 2024). Step 1 e
 so at T = 1 the SNN computes the ANN's operations exactly; under constant input the outputs are
 f(x) at every step, up to float rounding.
 
-Such an operation multiplies: ``stats`` charges it, as it charges the layers its output feeds, as
-multiply-accumulates, not as synaptic operations of spikes.
+Such an operation multiplies: ``stats`` charges it as multiply-accumulates at every step (and a
+weight layer its output feeds directly, without a quantiser in front, too).
 """
 from typing import Callable, NamedTuple, Optional
 

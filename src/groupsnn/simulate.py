@@ -225,7 +225,7 @@ def runner_for(model: nn.Module, fold: bool = True) -> StepRunner:
     runners = _RUNNERS.setdefault(model, {})
     if fold not in runners:
         runner = StepRunner(model, fold=fold)
-        runner._model = None
+        runner._model = None  # keep only the weak reference: a cached runner must not keep its key alive
         runners[fold] = runner
     return runners[fold]
 
