@@ -210,12 +210,12 @@ def test_every_activation_and_softmax_after_a_neuron_runs_on_rates():
 
 
 def test_prepare_warns_and_convert_refuses_naming_every_site_it_cannot_take():
-    layer = nn.TransformerEncoderLayer(d_model=4, nhead=2, dim_feedforward=8, batch_first=True)
+    layer = nn.TransformerDecoderLayer(d_model=4, nhead=2, dim_feedforward=8, batch_first=True)
     with pytest.warns(UserWarning, match=r"prepare\(\): no spiking neuron computes 1 site: '2' "
-                                         r"\(TransformerEncoderLayer\)"):
+                                         r"\(TransformerDecoderLayer\)"):
         net = gs.prepare(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), layer, nn.ReLU()), levels=4)
     net[3] = nn.ReLU()  # an unprepared ReLU as well
-    with pytest.raises(ValueError, match=r"cannot convert 2 sites: '2' \(TransformerEncoderLayer\), '3' \(ReLU\)"):
+    with pytest.raises(ValueError, match=r"cannot convert 2 sites: '2' \(TransformerDecoderLayer\), '3' \(ReLU\)"):
         gs.convert(net)
     with pytest.warns(UserWarning, match=r"convert\(\): left 2 sites"):
         gs.convert(net, strict=False)
@@ -230,9 +230,9 @@ def test_a_refused_conversion_in_place_changes_nothing():
 
 
 def test_an_attention_layer_is_named_not_silently_left_analog():
-    layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, batch_first=True)
+    layer = nn.TransformerDecoderLayer(d_model=8, nhead=2, dim_feedforward=16, batch_first=True)
     net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), layer, nn.Linear(8, 2))
-    with pytest.warns(UserWarning, match=r"'2' \(TransformerEncoderLayer\)"):
+    with pytest.warns(UserWarning, match=r"'2' \(TransformerDecoderLayer\)"):
         ann = gs.prepare(net, levels=4)
-    with pytest.raises(ValueError, match=r"1 site: '2' \(TransformerEncoderLayer\)"):
+    with pytest.raises(ValueError, match=r"1 site: '2' \(TransformerDecoderLayer\)"):
         gs.convert(ann)

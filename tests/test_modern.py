@@ -7,7 +7,7 @@ import torch
 
 import groupsnn as gs
 from groupsnn.compensate import Compensated
-from groupsnn.graph import is_call, module_of, static_nodes, trace
+from groupsnn.graph import is_call, metadata_nodes, module_of, static_nodes, trace
 from groupsnn.ops import COMPENSATED_MODULES, NONLINEAR_MODULES, OPAQUE_MODULES, PRODUCT_CALLS, SITE_CALLS, WEIGHTED
 from groupsnn.stats import spike_sources
 
@@ -16,13 +16,13 @@ NETWORKS = {"vit_cifar": {"depth": 2, "width": 48}, "silu_se_cnn": {}}
 
 def _analog_after_the_first_neuron(snn) -> list[str]:
     graph = trace(snn)
-    static = static_nodes(snn, graph)
+    static, sizes = static_nodes(snn, graph), metadata_nodes(graph)
     analog = []
     for node in graph.nodes:
         if node in static:
             continue
         module = module_of(snn, node)
-        per_step_inputs = sum(a not in static for a in node.all_input_nodes)
+        per_step_inputs = sum(a not in static and a not in sizes for a in node.all_input_nodes)
         if (isinstance(module, (*NONLINEAR_MODULES, *COMPENSATED_MODULES, *OPAQUE_MODULES)) or is_call(node, SITE_CALLS)
                 or (is_call(node, PRODUCT_CALLS) and per_step_inputs > 1)):
             analog.append(node.name)
@@ -60,3 +60,27 @@ def test_one_transformer_block_under_constant_input_at_tau_t_equal_levels_is_the
     # operations on rates give f of the means, so the mean output is the block's, up to float rounding.
     # (At tau=2, T=4 the per-step bound of tau spikes binds in the later neurons: 0.045 off here.)
     torch.testing.assert_close(steps.mean(0), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_torchs_transformer_encoder_converts_through_its_traceable_twin(norm_first, batch_first):
+    from groupsnn.attention import MultiheadAttention, TransformerEncoderLayer, twins
+
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, batch_first=batch_first, norm_first=norm_first,
+                                             activation="gelu")
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(),
+                              torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False),
+                              torch.nn.Linear(16, 3)).eval()
+    x = torch.randn(5, 7, 8) if batch_first else torch.randn(7, 5, 8)
+    twin = twins(net).eval()
+    assert isinstance(twin[2].layers[0], TransformerEncoderLayer)
+    assert isinstance(twin[2].layers[0].self_attn, MultiheadAttention)
+    with torch.no_grad():  # torch's fused kernels sum in another order: close, not equal
+        torch.testing.assert_close(twin(x), net(x), rtol=1e-5, atol=1e-5)
+    ann = gs.prepare(net, levels=4, threshold=1.0, spike_inputs=True).eval()
+    snn = gs.convert(ann, "gn", tau=4)
+    assert _analog_after_the_first_neuron(snn) == []
+    with torch.no_grad():
+        assert torch.equal(gs.simulate(snn, x, 1, fold=False)[0], ann(x))  # tau = L at T = 1

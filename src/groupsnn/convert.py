@@ -10,6 +10,7 @@ from typing import Callable, Optional
 import torch.fx as fx
 import torch.nn as nn
 
+from .attention import ATTENTION_TWINS, twins
 from .compensate import Compensated, TensorMethod
 from .graph import downstream, flat_nodes, is_call, module_of, trace
 from .neurons import GroupNeuron, IFNeuron, RateMaxPool
@@ -46,8 +47,9 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
     a ReLU6 clips at 6, so its QCFS starts at most there) and every max-pooling by average pooling;
     ready for QCFS training and then ``convert``. ``maxpool="keep"`` keeps max-pooling (for networks
     trained with it, see ``calibrate``). Other activations stay as they are (``convert`` runs them on
-    rates); operations ``convert`` cannot take (attention layers whose softmax runs inside torch)
-    stay too, with a warning that lists every such site.
+    rates). ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer`` and ``nn.TransformerEncoder``
+    become their traceable twins (``groupsnn.attention``); operations ``convert`` cannot take (other
+    layers whose softmax runs inside torch) stay, with a warning that lists every such site.
 
     ``spike_inputs=True`` also puts a two-sided QCFS (levels -L..L) in front of every convolution
     and linear layer whose input comes after a non-linear operation but is not already a ReLU's
@@ -78,6 +80,8 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
             return _avg_pool_like(_max_pool_module(site))
         return None
 
+    if any(type(m) in ATTENTION_TWINS for m in model.modules()):  # torch's fused attention: its twin
+        model = twins(model, inplace=inplace)
     unspiked = _unspiked_layers(model) if spike_inputs else set()
 
     def quantising_rule(site: Site) -> Optional[nn.Module]:

@@ -121,6 +121,23 @@ def downstream(graph: fx.Graph, sources: Iterable[fx.Node]) -> set[fx.Node]:
     return found
 
 
+_METADATA_METHODS = {"size", "dim", "numel"}
+
+
+def metadata_nodes(graph: fx.Graph) -> set[fx.Node]:
+    """The nodes whose values are sizes, not tensors: ``x.shape``, ``x.size()``, ``x.dim()``, and
+    arithmetic or indexing on those alone (``width // heads``, ``x.shape[1]``)."""
+    found = set()
+    for node in graph.nodes:
+        inputs = node.all_input_nodes
+        if ((node.op == "call_function" and node.target is getattr and node.args[1] in ("shape", "ndim"))
+                or (node.op == "call_method" and node.target in _METADATA_METHODS)
+                or (node.op == "call_function" and getattr(node.target, "__module__", "") == "_operator"
+                    and inputs and all(a in found for a in inputs))):
+            found.add(node)
+    return found
+
+
 # -- memory: what writes into what, what is a new tensor
 
 def writes_into(model: nn.Module, node: fx.Node) -> list[fx.Node]:

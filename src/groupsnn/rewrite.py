@@ -25,8 +25,8 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import (call_name, downstream, enclosing_module, first_input, is_call, is_fresh, module_of, site_name,
-                    traced)
+from .graph import (call_name, downstream, enclosing_module, first_input, is_call, is_fresh, metadata_nodes, module_of,
+                    site_name, traced)
 from .neurons import StatefulModule
 from .ops import IN_PLACE_ACTIVATION_CALLS, PRODUCT_CALLS, RANDOM_CALLS, SITE_CALLS
 from .qcfs import QCFS
@@ -107,6 +107,7 @@ def _plan(model: nn.Module, graph: fx.Graph, rule: Rule) -> list[_Edit]:
     """The new module of each call site the rule replaces; changes nothing."""
     varying_nodes = downstream(graph, [n for n in graph.nodes if is_call(n, RANDOM_CALLS)
                                        or isinstance(module_of(model, n), (QCFS, StatefulModule))])
+    sizes = metadata_nodes(graph)
     edits = []
     for node in graph.nodes:
         on_rates = any(a in varying_nodes for a in node.all_input_nodes)
@@ -118,7 +119,7 @@ def _plan(model: nn.Module, graph: fx.Graph, rule: Rule) -> list[_Edit]:
             new = rule(Site(node.target, site_name(node), args[1:], kwargs, on_rates))
         elif is_call(node, PRODUCT_CALLS) and len(node.args) >= PRODUCT_CALLS[node.target]:
             n = PRODUCT_CALLS[node.target]
-            varying = sum(isinstance(a, fx.Node) and a in varying_nodes for a in node.args[:n])
+            varying = sum(isinstance(a, fx.Node) and a in varying_nodes and a not in sizes for a in node.args[:n])
             if varying < 2:  # linear in the one input that changes: it commutes with averaging
                 continue
             new = rule(Site(node.target, site_name(node), node.args[n:], dict(node.kwargs), True, n))
