@@ -84,3 +84,12 @@ def test_torchs_transformer_encoder_converts_through_its_traceable_twin(norm_fir
     assert _analog_after_the_first_neuron(snn) == []
     with torch.no_grad():
         assert torch.equal(gs.simulate(snn, x, 1, fold=False)[0], ann(x))  # tau = L at T = 1
+
+
+def test_a_masked_attention_twin_refuses_rather_than_ignores_the_mask():
+    from groupsnn.attention import twins
+
+    attention = twins(torch.nn.MultiheadAttention(8, 2, batch_first=True)).eval()
+    q = torch.randn(2, 3, 8)
+    with pytest.raises(ValueError, match="take no attention masks"):
+        attention(q, q, q, attn_mask=torch.zeros(3, 3, dtype=torch.bool))

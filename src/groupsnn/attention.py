@@ -4,10 +4,17 @@ operation (torch's own ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLaye
 fused kernels the converter cannot enter). ``twins(model)`` swaps them in; masks are not supported.
 """
 import copy
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def _no_masks(*masks: Optional[torch.Tensor]) -> None:
+    if any(m is not None and m is not False for m in masks):
+        raise ValueError("the traceable attention twins (groupsnn.attention) take no attention masks or causal "
+                         "flag; convert an unmasked network, or write the masking into forward() yourself")
 
 
 class MultiheadAttention(nn.Module):
@@ -30,6 +37,7 @@ class MultiheadAttention(nn.Module):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
+        _no_masks(key_padding_mask, attn_mask, is_causal)
         if not self.batch_first:  # [tokens, batch, width] -> [batch, tokens, width]
             query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
         batch, tokens, width = query.shape
@@ -67,6 +75,7 @@ class TransformerEncoderLayer(nn.Module):
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
+        _no_masks(src_mask, src_key_padding_mask, is_causal)
         if self.norm_first:
             src = src + self._attention(self.norm1(src))
             return src + self._feed_forward(self.norm2(src))
@@ -83,6 +92,7 @@ class TransformerEncoder(nn.Module):
         self.norm = encoder.norm
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
+        _no_masks(mask, src_key_padding_mask, is_causal)
         for layer in self.layers:
             src = layer(src)
         return src if self.norm is None else self.norm(src)
