@@ -116,6 +116,7 @@ class _LayerByLayer:
 
     def __init__(self, model: nn.Module, graph: fx.Graph, dynamic: set, inputs: list, timesteps: int):
         self.model, self.inputs, self.timesteps, self.dynamic = model, inputs, timesteps, dynamic
+        self.interpreter = fx.Interpreter(fx.GraphModule(model, graph))  # runs one node (shares the modules)
         self.nodes = iter(graph.nodes)
         self.values: dict[fx.Node, list] = {}
         self.users_left = {n: len(n.users) for n in graph.nodes}
@@ -151,17 +152,8 @@ class _LayerByLayer:
     def _call(self, node: fx.Node, batch: int, step: int):
         if node.op == "placeholder":
             return self.inputs[batch]
-        if node.op == "get_attr":
-            target = self.model
-            for part in node.target.split("."):
-                target = getattr(target, part)
-            return target
         args, kwargs = self._args(node, batch, step)
-        if node.op == "call_module":
-            return self.model.get_submodule(node.target)(*args, **kwargs)
-        if node.op == "call_function":
-            return node.target(*args, **kwargs)
-        return getattr(args[0], node.target)(*args[1:], **kwargs)  # call_method
+        return getattr(self.interpreter, node.op)(node.target, args, kwargs)
 
     def _run(self, node: fx.Node) -> None:
         """Compute ``node`` for every batch (and step, after the static prefix); free the values
