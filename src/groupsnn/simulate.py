@@ -113,23 +113,18 @@ def _input_count(model: nn.Module) -> int:
 _SETTINGS = (bool, int, float, str, type(None))
 
 
-def fingerprint(model: nn.Module) -> tuple:
+def fingerprint(model: nn.Module, tensors: list[tuple[str, torch.Tensor]]) -> tuple:
     """What a plan depends on besides the values of the tensors: which module sits where with which
-    plain settings (``levels``, ``tau``, ``inplace``...), and each parameter's and buffer's identity
-    and memory."""
+    plain settings (``levels``, ``tau``, ``inplace``...), and each of ``tensors`` (the model's named
+    parameters and buffers)'s identity and memory."""
     modules = tuple((name, id(m), tuple((k, v) for k, v in vars(m).items()
                                         if k != "training" and not k.startswith("_") and isinstance(v, _SETTINGS)))
                     for name, m in model.named_modules(remove_duplicate=False))
-    tensors = tuple((name, id(t), t.data_ptr()) for name, t in _tensors(model))
-    return modules, tensors
+    return modules, tuple((name, id(t), t.data_ptr()) for name, t in tensors)
 
 
 def _tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return list(itertools.chain(model.named_parameters(), model.named_buffers()))
-
-
-def _same_values(model: nn.Module, snapshot: list[torch.Tensor]) -> bool:
-    return all(torch.equal(t, s) for (_, t), s in zip(_tensors(model), snapshot))
 
 
 class _Plan(NamedTuple):
@@ -163,15 +158,16 @@ class StepRunner:
 
     def plan(self, x: torch.Tensor) -> _Plan:
         """The plan for inputs like ``x``: the kept one while nothing it depends on changed."""
-        key = (fingerprint(self.model), tuple(x.shape[1:]), x.dtype, x.device)
-        if self._plan is None or self._plan.key != key or not _same_values(self.model, self._plan.snapshot):
+        tensors = _tensors(self.model)
+        key = (fingerprint(self.model, tensors), tuple(x.shape[1:]), x.dtype, x.device)
+        if (self._plan is None or self._plan.key != key
+                or not all(torch.equal(t, s) for (_, t), s in zip(tensors, self._plan.snapshot))):
             self._plan = None  # never keep a stale plan, even if building the new one fails
-            self._plan = self._build(key, x)
+            self._plan = self._build(key, x, [t.detach().clone() for _, t in tensors])
         return self._plan
 
-    def _build(self, key: tuple, x: torch.Tensor) -> _Plan:
+    def _build(self, key: tuple, x: torch.Tensor, snapshot: list) -> _Plan:
         model = self.model
-        snapshot = [t.detach().clone() for _, t in _tensors(model)]
         with eval_mode(model):
             graph = traced(model, "simulate()", "running the whole model at every step")
             try:
