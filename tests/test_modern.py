@@ -2,6 +2,8 @@
 attention as matrix products, GELU) and a CNN with SiLU and squeeze-excitation gates. prepare with
 spike_inputs and convert leave nothing analog after the first neuron, and GN τ = L at T = 1 is the
 quantised network bit for bit."""
+import copy
+
 import pytest
 import torch
 
@@ -47,19 +49,33 @@ def test_a_modern_registry_network_converts_with_nothing_left_analog(name):
         assert torch.equal(gs.simulate(snn, x, 1)[0], gs.simulate(ann, x, 1)[0])  # the folded path, both
 
 
-def test_one_transformer_block_under_constant_input_at_tau_t_equal_levels_is_the_quantised_block():
+def _with_levels(ann, levels):
+    quantised = copy.deepcopy(ann)
+    for m in quantised.modules():
+        if isinstance(m, gs.QCFS):
+            m.levels = levels
+    return quantised
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_one_transformer_block_under_constant_input_at_tau_t_equal_levels_is_the_quantised_block_at_every_step(signed):
     from groupsnn.models.vit import Block
 
     torch.manual_seed(0)
     ann = gs.prepare(Block(16, 2, 2).eval(), levels=8, threshold=1.0, spike_inputs=True).eval()
     x = torch.randn(4, 5, 16)
+    tau, T = 4, 2  # tau*T = L
     with torch.no_grad():
-        expected = ann(x)
-        steps = gs.simulate(gs.convert(ann, "gn", tau=4), x, 2, fold=False)
-    # tau*T = L: the neurons' counts after T steps are the QCFS levels of their mean inputs and the
-    # operations on rates give f of the means, so the mean output is the block's, up to float rounding.
-    # (At tau=2, T=4 the per-step bound of tau spikes binds in the later neurons: 0.045 off here.)
-    torch.testing.assert_close(steps.mean(0), expected, rtol=1e-5, atol=1e-5)
+        steps = gs.simulate(gs.convert(ann, "gn", tau=tau, signed=signed), x, T, fold=False)
+        # after t steps each neuron's count is the QCFS level of its mean input at tau*t levels, and the
+        # operations on rates give f of the means: the mean output so far is the block quantised to
+        # tau*t levels (t = T: the quantised ANN itself), up to float rounding (level values n/L*θ are
+        # rounded, then summed over steps). It holds while no neuron needs more than tau spikes in one
+        # step; at tau=2, T=4 that bound binds in the later neurons (0.045 off at step 4 here).
+        assert torch.equal(steps[0], _with_levels(ann, tau)(x))  # the first step is the T=1 network
+        for t in range(2, T + 1):
+            torch.testing.assert_close(steps[:t].mean(0), _with_levels(ann, tau * t)(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(steps.mean(0), ann(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("norm_first", [False, True])

@@ -108,6 +108,30 @@ def test_mixed_precision_is_the_default_only_where_it_pays():
     assert train_module.amp_pays(gs.models.create("resnet20"), (3, 32, 32), cpu) == has_bf16
     assert not train_module.amp_pays(gs.models.create("digits_cnn", num_classes=10), (1, 8, 8), cpu)
     assert not train_module.amp_pays(gs.models.create("mnist1d_cnn", num_classes=10), (1, 40), cpu)
+    # a transformer has a convolution (its patch embedding) but its weights are mostly linear layers
+    assert not train_module.amp_pays(gs.models.create("vit_cifar", depth=1, width=32), (3, 32, 32), cpu)
+
+
+def test_adamw_trains_with_decay_on_weights_only_and_resumes_from_sgd_checkpoints(tmp_path):
+    net = gs.models.create("digits_cnn", num_classes=10)
+    loader = DataLoader(TensorDataset(torch.randn(8, 1, 8, 8), torch.arange(8)), batch_size=4)
+    trainer = Trainer(net, loader, TrainConfig(epochs=1, lr=1e-3, optimizer="adamw", weight_decay=0.05),
+                      torch.device("cpu"))
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [0.05, 0.0]
+    before = [p.detach().clone() for p in net.parameters()]
+    trainer.fit(progress=False)
+    assert all(not torch.equal(b, p) for b, p in zip(before, net.parameters()))
+    with pytest.raises(ValueError, match="optimizer 'adam' is not one of sgd, adamw"):
+        Trainer(net, loader, TrainConfig(optimizer="adam"), torch.device("cpu"))
+
+    path = train(digits_run(epochs=1), tmp_path, progress=False)
+    payload = load_checkpoint(path)
+    del payload["meta"]["run"]["optim"]["optimizer"]  # as written before --optimizer existed
+    train_module._check_resumable(payload, digits_run(epochs=1), path)
+    adamw = dataclasses.replace(digits_run(epochs=1), optim=TrainConfig(epochs=1, seed=3, optimizer="adamw"))
+    with pytest.raises(ValueError, match=r"different settings \(optim\)"):
+        train_module._check_resumable(payload, adamw, path)
 
 
 def test_compiling_pays_only_for_long_runs():

