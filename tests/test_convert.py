@@ -236,3 +236,74 @@ def test_an_attention_layer_is_named_not_silently_left_analog():
         ann = gs.prepare(net, levels=4)
     with pytest.raises(ValueError, match=r"1 site: '2' \(TransformerDecoderLayer\)"):
         gs.convert(ann)
+
+
+@torch.fx.wrap
+def _clipped_square(x):  # a custom operation torch.fx keeps whole: nothing can run it on rates
+    return x.clamp(0, 1) ** 2
+
+
+class CustomOps(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.bilinear, self.out = nn.Linear(4, 4), nn.Bilinear(4, 4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.fc(x))
+        return self.out(self.bilinear(_clipped_square(h), h) + torch.exp(h))
+
+
+def test_an_operation_groupsnn_does_not_know_after_a_neuron_is_named_not_left_to_compute_on_spikes():
+    with pytest.warns(UserWarning, match=r"prepare\(\): no spiking neuron computes 3 sites: '_clipped_square' "
+                                         r"\(_clipped_square, an operation groupsnn does not know\), 'bilinear' "
+                                         r"\(Bilinear, an operation groupsnn does not know\), 'exp' \(exp, "):
+        ann = gs.prepare(CustomOps(), levels=4)
+    with pytest.raises(ValueError, match=r"cannot convert 3 sites: '_clipped_square' .*'bilinear' .*'exp' "):
+        gs.convert(ann)
+    with pytest.warns(UserWarning, match=r"convert\(\): left 3 sites"):
+        gs.convert(ann, strict=False)
+    before_any_neuron = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an unknown operation on the input, before every neuron, is fine
+        gs.convert(gs.prepare(nn.Sequential(Exp(), before_any_neuron), levels=4))
+
+
+class Exp(nn.Module):
+    def forward(self, x):
+        return torch.exp(x)
+
+
+class LayerNorm2d(nn.LayerNorm):  # torchvision's: F.layer_norm over channels, with the module's weights
+    def forward(self, x):
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                            self.eps).permute(0, 3, 1, 2)
+
+
+class NormNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm, self.out = nn.Conv2d(3, 4, 1), LayerNorm2d(4), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.out(self.norm(torch.relu(self.conv(x))))
+
+
+def test_a_functional_norm_with_the_models_weights_runs_on_rates_and_its_checkpoint_keeps_them(tmp_path):
+    from groupsnn.checkpoint import load_model, save_checkpoint
+
+    torch.manual_seed(0)
+    ann = gs.prepare(NormNet(), levels=4, threshold=1.0).eval()
+    with torch.no_grad():
+        ann.norm.weight.uniform_(0.5, 2)
+        ann.norm.bias.uniform_(-1, 1)
+    snn = gs.convert(ann, "gn", tau=4)
+    (norm,) = [m for m in snn.modules() if isinstance(m, Compensated)]
+    assert norm.fn.fn is F.layer_norm and torch.equal(norm.fn.weight, ann.norm.weight)
+    assert norm.fn.weight is not ann.norm.weight  # the SNN's own copy
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(gs.simulate(snn, x, 1, fold=False)[0], ann(x))
+    save_checkpoint(tmp_path / "snn.pt", snn, {"model_kwargs": {}})
+    rebuilt, _ = load_model(tmp_path / "snn.pt")
+    with torch.no_grad():
+        assert torch.equal(gs.simulate(rebuilt, x, 3, fold=False), gs.simulate(snn, x, 3, fold=False))

@@ -109,3 +109,46 @@ def test_a_masked_attention_twin_refuses_rather_than_ignores_the_mask():
     q = torch.randn(2, 3, 8)
     with pytest.raises(ValueError, match="take no attention masks"):
         attention(q, q, q, attn_mask=torch.zeros(3, 3, dtype=torch.bool))
+
+
+def _torchvision_models():
+    try:
+        import torchvision.models
+    except Exception:  # absent, or a CUDA build whose compiled ops do not register beside a CPU torch
+        return None
+    return torchvision.models
+
+
+# every classification family of torchvision (random init, 10 classes): its builder's keyword
+# arguments and an input size it takes; ViT and Swin in small configurations of their own classes
+ZOO = {
+    "resnet18": {}, "resnet50": {}, "resnext50_32x4d": {}, "wide_resnet50_2": {}, "vgg11_bn": {},
+    "alexnet": {}, "squeezenet1_1": {}, "densenet121": {}, "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True}, "mnasnet0_5": {}, "shufflenet_v2_x0_5": {},
+    "mobilenet_v2": {}, "mobilenet_v3_small": {}, "regnet_y_400mf": {}, "efficientnet_b0": {},
+    "convnext_tiny": {}, "vit": {}, "swin": {},
+}
+
+
+def _zoo_network(tv, name):
+    if name == "vit":
+        return tv.vision_transformer.VisionTransformer(image_size=64, patch_size=16, num_layers=2, num_heads=2,
+                                                       hidden_dim=32, mlp_dim=64, num_classes=10)
+    if name == "swin":
+        return tv.swin_transformer.SwinTransformer(patch_size=[4, 4], embed_dim=24, depths=[2, 2], num_heads=[2, 4],
+                                                   window_size=[4, 4], num_classes=10)
+    return getattr(tv, name)(num_classes=10, **ZOO[name])
+
+
+@pytest.mark.skipif(_torchvision_models() is None, reason="torchvision's model definitions do not import here")
+@pytest.mark.parametrize("name", ZOO)
+def test_every_torchvision_family_converts_with_nothing_analog_and_is_its_quantised_network_at_t1(name):
+    torch.manual_seed(0)
+    net = _zoo_network(_torchvision_models(), name).eval()
+    size = 96 if name == "inception_v3" else 64  # Inception-v3 takes 75x75 and more
+    x = torch.randn(2, 3, size, size)
+    ann = gs.prepare(net, levels=4, threshold=1.0, spike_inputs=True).eval()
+    snn = gs.convert(ann, "gn", tau=4)
+    assert _analog_after_the_first_neuron(snn) == []
+    with torch.no_grad():
+        assert torch.equal(gs.simulate(snn, x, 1, fold=False)[0], ann(x))  # tau = L at T = 1, unfolded

@@ -1,7 +1,8 @@
 """Traceable twins of torch's attention layers: the same weights and computation, written as
 linear layers, matrix products and a softmax, so that ``prepare`` and ``convert`` see every
 operation (torch's own ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` compute inside
-fused kernels the converter cannot enter). ``twins(model)`` swaps them in; masks are not supported.
+fused kernels the converter cannot enter, and torchvision's Swin attention inside a function that
+torch.fx records as one call). ``twins(model)`` swaps them in; masks are not supported.
 """
 import copy
 from typing import Optional
@@ -98,23 +99,112 @@ class TransformerEncoder(nn.Module):
         return src if self.norm is None else self.norm(src)
 
 
-ATTENTION_TWINS = {nn.TransformerEncoder: TransformerEncoder, nn.TransformerEncoderLayer: TransformerEncoderLayer,
-                   nn.MultiheadAttention: MultiheadAttention}
+@torch.fx.wrap
+def _cyclic_shift(height: int, width: int, window: list[int], shift: list[int]) -> tuple[int, int]:
+    """The shift of a map padded to ``height`` x ``width``, none along a side one window covers (as
+    torchvision). A function of sizes that tracing records as one call, so the graph has no branch."""
+    return tuple(0 if w >= size else s for w, s, size in zip(window, shift, (height, width)))
+
+
+@torch.fx.wrap
+def _shift_mask(height: int, width: int, window: list[int], shift: tuple[int, int], dtype: torch.dtype,
+                device: torch.device) -> torch.Tensor:
+    """torchvision's mask of shifted windows on a padded ``height`` x ``width`` map, ``[windows, 1,
+    tokens, tokens]``: -100 between tokens the cyclic shift brought from different regions, else 0
+    (all 0 without a shift). Like ``_cyclic_shift``, a function of sizes; its dtype and device are the
+    model's, so that nothing of it comes from the data but its shape: ``convert`` sees a constant,
+    not an operation on spikes."""
+    regions = torch.zeros(height, width, dtype=dtype, device=device)
+    count = 0
+    for rows in (slice(0, -window[0]), slice(-window[0], -shift[0]), slice(-shift[0], None)):
+        for cols in (slice(0, -window[1]), slice(-window[1], -shift[1]), slice(-shift[1], None)):
+            regions[rows, cols] = count
+            count += 1
+    regions = regions.view(height // window[0], window[0], width // window[1], window[1])
+    regions = regions.permute(0, 2, 1, 3).reshape(-1, window[0] * window[1])
+    different = regions.unsqueeze(1) != regions.unsqueeze(2)
+    return torch.zeros_like(different, dtype=dtype).masked_fill(different, -100.0).unsqueeze(1)
+
+
+class ShiftedWindowAttention(nn.Module):
+    """torchvision's ``ShiftedWindowAttention`` (Swin V1): pad the ``[B, H, W, C]`` map to whole
+    windows, shift it cyclically, attend within each window (with the relative position bias and
+    the mask of shifted windows), shift back and crop. torchvision computes this in a function that
+    torch.fx records as one call, so its softmax and products would run analog in the SNN; here the
+    sizes, shift and mask come from functions of sizes alone, the shift and mask are always applied
+    (a shift of 0 and a zero mask change nothing), and the projections are the module's linear layers."""
+
+    def __init__(self, swin_attention: nn.Module):
+        super().__init__()
+        a = swin_attention
+        self.window_size, self.shift_size, self.num_heads = list(a.window_size), list(a.shift_size), a.num_heads
+        self.attention_dropout, self.dropout = a.attention_dropout, a.dropout
+        self.qkv, self.proj = a.qkv, a.proj
+        self.relative_position_bias_table = a.relative_position_bias_table
+        self.register_buffer("relative_position_index", a.relative_position_index)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, height, width, channels = x.shape
+        (rows, cols), heads = self.window_size, self.num_heads
+        tokens = rows * cols
+        x = F.pad(x, (0, 0, 0, -width % cols, 0, -height % rows))
+        padded_height, padded_width = x.shape[1], x.shape[2]
+        shift = _cyclic_shift(padded_height, padded_width, self.window_size, self.shift_size)
+        x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        windows = x.view(batch, padded_height // rows, rows, padded_width // cols, cols, channels)
+        windows = windows.permute(0, 1, 3, 2, 4, 5).reshape(batch, -1, tokens, channels)  # [B, windows, tokens, C]
+        qkv = self.qkv(windows).reshape(batch, -1, tokens, 3, heads, channels // heads).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv[0] * (channels // heads) ** -0.5, qkv[1], qkv[2]  # [B, windows, heads, tokens, C/heads]
+        attn = q @ k.transpose(-2, -1) + self._relative_position_bias()
+        table = self.relative_position_bias_table
+        attn = attn + _shift_mask(padded_height, padded_width, self.window_size, shift, table.dtype, table.device)
+        attn = F.dropout(attn.softmax(-1), self.attention_dropout, self.training)
+        out = self.proj((attn @ v).transpose(2, 3).reshape(batch, -1, tokens, channels))
+        out = F.dropout(out, self.dropout, self.training)
+        out = out.view(batch, padded_height // rows, padded_width // cols, rows, cols, channels)
+        out = out.permute(0, 1, 3, 2, 4, 5).reshape(batch, padded_height, padded_width, channels)
+        out = torch.roll(out, shifts=(shift[0], shift[1]), dims=(1, 2))
+        return out[:, :height, :width, :].contiguous()
+
+    def _relative_position_bias(self) -> torch.Tensor:
+        tokens = self.window_size[0] * self.window_size[1]
+        bias = self.relative_position_bias_table[self.relative_position_index].view(tokens, tokens, -1)
+        return bias.permute(2, 0, 1)  # [heads, tokens, tokens]
+
+
+def _qualified_name(layer_class: type) -> str:
+    return f"{layer_class.__module__}.{layer_class.__qualname__}"
+
+
+# the twin of each layer class, by its qualified name: groupsnn recognises torchvision's layers
+# without importing it. Swin V2's attention (cosine attention, a ReLU MLP making the position
+# bias) has no twin: it stays one call, which convert refuses as an operation it does not know.
+ATTENTION_TWINS = {
+    **{_qualified_name(layer): twin for layer, twin in ((nn.TransformerEncoder, TransformerEncoder),
+                                                        (nn.TransformerEncoderLayer, TransformerEncoderLayer),
+                                                        (nn.MultiheadAttention, MultiheadAttention))},
+    "torchvision.models.swin_transformer.ShiftedWindowAttention": ShiftedWindowAttention,
+}
+
+
+def twin_of(layer: nn.Module) -> Optional[type]:
+    """The twin class of ``layer``, or None."""
+    return ATTENTION_TWINS.get(_qualified_name(type(layer)))
 
 
 def twins(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """``model`` (a copy unless ``inplace``) with each torch attention layer replaced by its twin;
-    in eval mode the outputs are the same up to float rounding."""
+    """``model`` (a copy unless ``inplace``) with each torch attention layer (and torchvision's Swin
+    V1 window attention) replaced by its twin; in eval mode the outputs are the same up to float rounding."""
     net = model if inplace else copy.deepcopy(model)
-    if type(net) in ATTENTION_TWINS:
-        return ATTENTION_TWINS[type(net)](net)
+    if twin_of(net) is not None:
+        return twin_of(net)(net)
     _swap_children(net)
     return net
 
 
 def _swap_children(module: nn.Module) -> None:
     for name, child in module.named_children():
-        if type(child) in ATTENTION_TWINS:
-            setattr(module, name, ATTENTION_TWINS[type(child)](child))  # a twin makes its own inner twins
+        if twin_of(child) is not None:
+            setattr(module, name, twin_of(child)(child))  # a twin makes its own inner twins
         else:
             _swap_children(child)

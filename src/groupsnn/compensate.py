@@ -51,6 +51,41 @@ class TensorMethod:
         return f"Tensor.{self.name}"
 
 
+class BoundCall(torch.nn.Module):
+    """``fn(*xs, *args, **kwargs)``, holding the tensors among ``args`` and ``kwargs`` (the weight
+    and bias an ``F.layer_norm`` call takes, say) as its own parameters and buffers, so that the
+    network's state dict carries them."""
+
+    def __init__(self, fn: Callable, args: tuple, kwargs: dict):
+        super().__init__()
+        self.fn, self.slots = fn, []
+
+        def hold(name: str, value):
+            if not isinstance(value, torch.Tensor):
+                return value
+            if isinstance(value, torch.nn.Parameter):
+                self.register_parameter(name, value)
+            else:
+                self.register_buffer(name, value)
+            self.slots.append(name)
+            return _Slot(name)
+
+        self.args = tuple(hold(f"arg{i}", a) for i, a in enumerate(args))
+        self.kwargs = {k: hold(k, v) for k, v in kwargs.items()}
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        def value(a):
+            return getattr(self, a.name) if isinstance(a, _Slot) else a
+        return self.fn(*xs, *map(value, self.args), **{k: value(v) for k, v in self.kwargs.items()})
+
+    def extra_repr(self) -> str:
+        return getattr(self.fn, "__name__", repr(self.fn))
+
+
+class _Slot(NamedTuple):
+    name: str  # the BoundCall attribute holding a tensor argument
+
+
 class Compensated(StatefulModule):
     """``fn`` (a module, or a function of one or more tensors) applied to rates; see
     ``compensated_step``."""

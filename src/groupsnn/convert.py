@@ -7,16 +7,18 @@ import warnings
 from collections import Counter
 from typing import Callable, Optional
 
+import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .attention import ATTENTION_TWINS, twins
-from .compensate import Compensated, TensorMethod
-from .graph import downstream, flat_nodes, is_call, module_of, trace
-from .neurons import GroupNeuron, IFNeuron, RateMaxPool
-from .ops import (CLIPPED_RELU_CALLS, COMPENSATED_CALLS, COMPENSATED_MODULES, MAX_POOL_CALLS, MAX_POOL_FUNCTIONS,
-                  MAX_TO_AVG_POOL, NONLINEAR_CALLS, NONLINEAR_MODULES, OPAQUE_MODULES, PRODUCT_CALLS, RELU_CALLS,
-                  SITE_CALLS, SPIKE_LINEAR_CALLS, SPIKE_LINEAR_MODULES, SUM_CALLS, WEIGHTED)
+from .attention import twin_of, twins
+from .compensate import BoundCall, Compensated, TensorMethod
+from .graph import downstream, flat_nodes, is_call, metadata_nodes, module_of, site_name, trace
+from .neurons import GroupNeuron, IFNeuron, RateMaxPool, StatefulModule
+from .ops import (CLIPPED_RELU_CALLS, COMPENSATED_CALLS, COMPENSATED_MODULES, FOREIGN_LINEAR_CALLS, LINEAR_CALLS,
+                  LINEAR_MODULES, MAX_POOL_CALLS, MAX_POOL_FUNCTIONS, MAX_TO_AVG_POOL, NONLINEAR_CALLS, NONLINEAR_MODULES,
+                  OPAQUE_MODULES, PRODUCT_CALLS, RANDOM_CALLS, RELU_CALLS, SITE_CALLS, SPIKE_LINEAR_CALLS,
+                  SPIKE_LINEAR_MODULES, SUM_CALLS, WEIGHTED)
 from .qcfs import QCFS
 from .recipe import record
 from .rewrite import Site, rewrite
@@ -47,9 +49,10 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
     a ReLU6 clips at 6, so its QCFS starts at most there) and every max-pooling by average pooling;
     ready for QCFS training and then ``convert``. ``maxpool="keep"`` keeps max-pooling (for networks
     trained with it, see ``calibrate``). Other activations stay as they are (``convert`` runs them on
-    rates). ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer`` and ``nn.TransformerEncoder``
-    become their traceable twins (``groupsnn.attention``); operations ``convert`` cannot take (other
-    layers whose softmax runs inside torch) stay, with a warning that lists every such site.
+    rates). ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer``, ``nn.TransformerEncoder`` and
+    torchvision's Swin window attention become their traceable twins (``groupsnn.attention``);
+    operations ``convert`` cannot take (other layers whose softmax runs inside torch, operations
+    groupsnn does not know) stay, with a warning that lists every such site.
 
     ``spike_inputs=True`` also puts a two-sided QCFS (levels -L..L) in front of every convolution
     and linear layer whose input comes after a non-linear operation but is not already a ReLU's
@@ -80,7 +83,7 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
             return _avg_pool_like(_max_pool_module(site))
         return None
 
-    if any(type(m) in ATTENTION_TWINS for m in model.modules()):  # torch's fused attention: its twin
+    if any(twin_of(m) is not None for m in model.modules()):  # attention torch.fx cannot enter: its twin
         model = twins(model, inplace=inplace)
     unspiked = _unspiked_layers(model) if spike_inputs else set()
 
@@ -90,6 +93,7 @@ def prepare(model: nn.Module, levels: Optional[int] = 8, threshold: float = 8.0,
         return rule(site)
 
     prepared = rewrite(model, quantising_rule, "prepare()", inplace)
+    analog += _unknown_operations(prepared)
     if analog:
         warnings.warn(f"prepare(): no spiking neuron computes {_listed(analog)}; they stay as they are and "
                       "convert() will refuse them: replace them before prepare()", stacklevel=2)
@@ -134,7 +138,7 @@ def _analog_kind(site: Site) -> Optional[str]:
     target = site.target
     if isinstance(target, (*NONLINEAR_MODULES, *OPAQUE_MODULES)):
         return type(target).__name__
-    if not isinstance(target, nn.Module) and (target in NONLINEAR_CALLS or site.inputs > 1):
+    if not isinstance(target, nn.Module) and (target in NONLINEAR_CALLS | COMPENSATED_CALLS or site.inputs > 1):
         return getattr(target, "__name__", str(target))
     return None
 
@@ -145,7 +149,9 @@ def _compensable(site: Site) -> bool:
     if isinstance(target, nn.Module):
         return isinstance(target, COMPENSATED_MODULES)
     fixed = not any(isinstance(a, fx.Node) for a in (*site.args, *site.kwargs.values()))
-    # arguments computed in forward (a mask, a shape) cannot be baked into the function
+    # arguments computed in forward (a mask, a shape) cannot be baked into the function; a tensor
+    # method's tensor arguments neither
+    fixed = fixed and not (isinstance(target, str) and any(isinstance(a, torch.Tensor) for a in site.args))
     return (site.inputs > 1 or target in COMPENSATED_CALLS) and fixed
 
 
@@ -155,12 +161,51 @@ def _function(site: Site) -> Callable:
         return site.target
     if isinstance(site.target, str):  # a tensor method, x.softmax(-1)
         return TensorMethod(site.target, *site.args, **site.kwargs)
+    if any(isinstance(a, torch.Tensor) for a in (*site.args, *site.kwargs.values())):
+        return BoundCall(site.target, site.args, site.kwargs)  # the model's weights it takes
     return functools.partial(site.target, *site.args, **site.kwargs) if site.args or site.kwargs else site.target
+
+
+def _unknown_operations(model: nn.Module) -> list[Site]:
+    """The operations after the first neuron-to-be that ``convert``'s rules do not take and that
+    groupsnn does not know to commute with averaging over time (``ops.LINEAR_*``): they would
+    compute on each step's spikes. Empty where the model cannot be traced (``rewrite`` warns)."""
+    try:
+        graph = trace(model)
+    except Exception:  # noqa: BLE001
+        return []
+    sizes, varying = metadata_nodes(graph), set()
+    for node in graph.nodes:
+        if (isinstance(module_of(model, node), (QCFS, StatefulModule)) or is_call(node, RANDOM_CALLS)
+                or any(a in varying for a in node.all_input_nodes if a not in sizes)) and node not in sizes:
+            varying.add(node)
+    taken = (QCFS, StatefulModule, *LINEAR_MODULES, *NONLINEAR_MODULES, *COMPENSATED_MODULES, *OPAQUE_MODULES,
+             *MAX_TO_AVG_POOL)
+    unknown = []
+    for node in graph.nodes:
+        if node not in varying or node.op not in ("call_function", "call_method", "call_module"):
+            continue
+        module = module_of(model, node)
+        known = isinstance(module, taken) if module is not None else (
+            is_call(node, LINEAR_CALLS | SITE_CALLS | set(PRODUCT_CALLS) | RANDOM_CALLS)
+            or f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__qualname__', '')}"
+            in FOREIGN_LINEAR_CALLS)
+        if not known:
+            unknown.append(Site(module if module is not None else node.target,
+                                node.target if module is not None else site_name(node)))
+    return unknown
 
 
 def _listed(sites: list[Site]) -> str:
     """``"3 sites: 'a' (GELU), 'b' (Sigmoid), ..."``: every one of them."""
-    return f"{len(sites)} site{'s' * (len(sites) != 1)}: " + ", ".join(f"{s.name!r} ({_analog_kind(s)})" for s in sites)
+    return f"{len(sites)} site{'s' * (len(sites) != 1)}: " + ", ".join(
+        f"{s.name!r} ({_analog_kind(s) or _unknown_kind(s)})" for s in sites)
+
+
+def _unknown_kind(site: Site) -> str:
+    target = site.target
+    name = type(target).__name__ if isinstance(target, nn.Module) else getattr(target, "__name__", str(target))
+    return f"{name}, an operation groupsnn does not know"
 
 
 def convert(model: nn.Module, neuron: str = "gn", tau: Optional[int] = None, strict: bool = True,
@@ -216,17 +261,18 @@ def convert(model: nn.Module, neuron: str = "gn", tau: Optional[int] = None, str
         return None
 
     def check() -> None:
+        analog.extend(unknown)
         if not analog:
             return
         relu = any(isinstance(s.target, nn.ReLU) or s.target in RELU_CALLS for s in analog)
         hint = ("run groupsnn.prepare() and train, or groupsnn.calibrate(), first" if relu
-                else "replace them by ReLU and prepare()")
+                else "replace them by operations groupsnn knows, or by ReLU and prepare()")
         if strict:
             raise ValueError(f"convert(): cannot convert {_listed(analog)} to spiking neurons; {hint}, or pass "
                              "strict=False to leave them as they are")
         warnings.warn(f"convert(): left {_listed(analog)} as they are (strict=False): they compute on each "
                       "step's spikes, not on rates", stacklevel=3)
 
-    analog = []
+    analog, unknown = [], _unknown_operations(model)
     snn = rewrite(model, rule, "convert()", inplace, check)
     return record(snn, snn={"neuron": neuron, "tau": tau if neuron == "gn" else 1, "signed": signed})

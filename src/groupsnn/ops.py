@@ -92,3 +92,26 @@ SPIKE_LINEAR_CALLS = {torch.flatten, torch.reshape, torch.cat, torch.squeeze, to
                       F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, "flatten", "view", "reshape", "contiguous",
                       "squeeze", "unsqueeze", "transpose", "permute", "chunk", "split", "mean", "sum"}
 SUM_CALLS = {operator.add, operator.iadd, torch.add, "add"}  # data: the first two arguments, both tensors
+
+# -- operations that commute with averaging over time (affine in their per-step inputs, given the
+# others): they may compute on each step's spikes. After the first neuron, convert refuses any
+# operation that is neither these nor one its rules take (neurons, max-pooling, compensation).
+# Functions of other libraries that torch.fx keeps whole (torch.fx.wrap) are named by their
+# qualified name, so that groupsnn knows them without importing them.
+LINEAR_MODULES = (*WEIGHTED, *SPIKE_LINEAR_MODULES, nn.modules.batchnorm._BatchNorm, nn.modules.padding._ConstantPadNd,
+                  nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d,
+                  nn.ReplicationPad2d, nn.ReplicationPad3d, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle,
+                  nn.ChannelShuffle)
+LINEAR_CALLS = SPIKE_LINEAR_CALLS | SUM_CALLS | {
+    operator.sub, operator.isub, torch.sub, "sub", operator.neg, torch.neg, "neg", operator.pos,
+    torch.stack, torch.roll, "roll", torch.narrow, "narrow", torch.select, "select", torch.unbind, "unbind",
+    torch.movedim, "movedim", "swapaxes", "t", "expand", "expand_as", "repeat", "view_as", "reshape_as",
+    "unflatten", "clone", torch.clone, "to", "float", "type_as", "detach", torch.cumsum, "cumsum",
+    F.pad, F.interpolate, F.pixel_shuffle, F.pixel_unshuffle, torch.channel_shuffle, F.linear, F.conv1d, F.conv2d,
+    F.conv3d, F.batch_norm, torch._assert, getattr,
+}
+FOREIGN_LINEAR_CALLS = {
+    "torchvision.ops.stochastic_depth.stochastic_depth",  # identity in eval mode, as simulate runs
+    "torchvision.models.swin_transformer._patch_merging_pad",  # pads and slices
+    "torchvision.models.swin_transformer._get_relative_position_bias",  # of the weights alone
+}

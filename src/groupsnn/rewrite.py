@@ -35,7 +35,8 @@ from .recipe import recipe, record
 
 class Site(NamedTuple):
     """One call site: the called module (``args`` empty) or function / method name with its
-    arguments after the input; ``name`` says where it is, for messages and new module names.
+    arguments after the input (nodes computed in forward, and the model's own parameters and
+    buffers as tensors); ``name`` says where it is, for messages and new module names.
     ``on_rates``: whether its input can change from step to step once the network is converted
     (it depends on a QCFS, a stateful module or a random draw; True where the graph is unknown).
     ``inputs``: how many leading arguments are the tensors the new module takes (a product: 2)."""
@@ -96,6 +97,15 @@ def _swap_modules(model: nn.Module, rule: Rule, check: Callable[[], None]) -> No
             model.set_submodule(name, replaced[id(module)])
 
 
+def _attribute(model: nn.Module, node: fx.Node):
+    """The model's parameter or buffer that a ``get_attr`` node fetches (e.g. the weight an
+    ``F.layer_norm`` call takes), else the node itself."""
+    if node.op != "get_attr":
+        return node
+    owner, _, name = node.target.rpartition(".")
+    return getattr(model.get_submodule(owner), name)
+
+
 class _Edit(NamedTuple):
     node: fx.Node
     new: nn.Module
@@ -116,7 +126,8 @@ def _plan(model: nn.Module, graph: fx.Graph, rule: Rule) -> list[_Edit]:
         elif is_call(node, SITE_CALLS):
             kwargs = dict(node.kwargs)
             args = node.args or (kwargs.pop("input"),)
-            new = rule(Site(node.target, site_name(node), args[1:], kwargs, on_rates))
+            args, kwargs = fx.node.map_arg((args[1:], kwargs), lambda a: _attribute(model, a))
+            new = rule(Site(node.target, site_name(node), args, kwargs, on_rates))
         elif is_call(node, PRODUCT_CALLS) and len(node.args) >= PRODUCT_CALLS[node.target]:
             n = PRODUCT_CALLS[node.target]
             varying = sum(isinstance(a, fx.Node) and a in varying_nodes and a not in sizes for a in node.args[:n])
