@@ -106,7 +106,8 @@ LINEAR_CALLS = SPIKE_LINEAR_CALLS | SUM_CALLS | {
     operator.sub, operator.isub, torch.sub, "sub", operator.neg, torch.neg, "neg", operator.pos,
     torch.stack, torch.roll, "roll", torch.narrow, "narrow", torch.select, "select", torch.unbind, "unbind",
     torch.movedim, "movedim", "swapaxes", "t", "expand", "expand_as", "repeat", "view_as", "reshape_as",
-    "unflatten", "clone", torch.clone, "to", "float", "type_as", "detach", torch.cumsum, "cumsum",
+    "unflatten", "clone", torch.clone, "copy_", "add_", "sub_", "neg_", "to", "float", "type_as", "detach",
+    torch.cumsum, "cumsum",
     F.pad, F.interpolate, F.pixel_shuffle, F.pixel_unshuffle, torch.channel_shuffle, F.linear, F.conv1d, F.conv2d,
     F.conv3d, F.batch_norm, torch._assert, getattr,
 }
