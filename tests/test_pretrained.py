@@ -135,3 +135,33 @@ def test_shipped_model_on_all_real_test_images_meets_the_papers_claims(real_cifa
     # one CPU through one path: equal), and GN beats IF at T = 2 by far
     assert accuracy_of(recorded["snn"], "gn", 8, 1) == recorded["ann_accuracy"]
     assert gn >= accuracy_of(recorded["snn"], "if", None, 2) + 5
+
+
+VIT_RESULTS = REPO / "results" / "cifar10_vit" / "results.json"
+
+
+def test_the_shipped_vit_is_a_quantised_transformer_with_spike_inputs_and_converts_exactly_at_t1():
+    ann = gs.models.create("vit_cifar", pretrained="cifar10")
+    quantisers = [m for m in ann.modules() if isinstance(m, QCFS)]
+    assert {m.levels for m in quantisers} == {8} and any(m.two_sided for m in quantisers) and not ann.training
+    weights = pretrained.PRETRAINED[("vit_cifar", "cifar10")]
+    assert (REPO / "src/groupsnn/models/weights" / weights.file).stat().st_size <= 4 * 2**20
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(gs.simulate(gs.convert(ann, "gn", tau=8, signed=True), x, 1, fold=False)[0], ann(x))
+
+
+def test_the_shipped_vit_as_a_spiking_network_is_within_a_point_of_its_ann_at_t4(real_cifar10_test):
+    recorded = json.loads(VIT_RESULTS.read_text())
+    stage = recorded["stages"][next(reversed(recorded["stages"]))]  # the fine-tuned network, which ships
+    subset = data.class_balanced_subset(real_cifar10_test, recorded["test_images"] // 10)
+    loader = data.make_loader(data.fixed_order(subset), 128, train=False, workers=0)  # as the script reads them
+    ann = gs.models.create("vit_cifar", pretrained="cifar10")
+    ann_accuracy = gs.evaluate(ann, loader, [1])[1]
+    snn = gs.evaluate(gs.convert(ann, "gn", tau=8, signed=True), loader, [1, 4])
+    print(f"{len(subset)} real test images: ANN {ann_accuracy:.2f} %, GN tau=8 signed T=1 {snn[1]:.2f} %, T=4 {snn[4]:.2f} %")
+    tolerance = 2 * SUBSET_TOLERANCE  # images of the 2,000, across CPUs (see above)
+    assert images_apart(ann_accuracy, stage["ann_accuracy"], len(subset)) <= tolerance
+    assert images_apart(snn[4], accuracy_of(stage["snn"], "gn", 8, 4), len(subset)) <= tolerance
+    assert snn[1] == ann_accuracy  # tau = L at T = 1, the same path: exactly
+    assert abs(snn[4] - ann_accuracy) <= 1.0  # the claim for T <= 4

@@ -1,7 +1,9 @@
 """Pretrained weights shipped inside the package, each checked against its sha256 on load.
 
 ``create("resnet20", pretrained="cifar10")`` returns the trained QCFS ANN, ready for ``convert``;
-``pretrained="cifar10-relu"`` a plain ReLU ResNet-20, for ``calibrate``, ``correct`` and fine-tuning.
+``pretrained="cifar10-relu"`` a plain ReLU ResNet-20, for ``calibrate``, ``correct`` and fine-tuning;
+``create("vit_cifar", pretrained="cifar10")`` the small vision transformer, quantised (L = 8, spike
+inputs) and fine-tuned, ready for ``convert`` (docs/transformers.md).
 This module imports the checkpoint reader, which imports the model registry, so the package
 ``groupsnn`` imports it (and so registers the weights), not ``groupsnn.models``.
 """
@@ -40,6 +42,15 @@ PRETRAINED: dict[tuple[str, str], PretrainedWeights] = {
                 "--activation relu --augment crop-flip --epochs 80 --seed 0 --out runs/cifar10_resnet20_relu_e80/relu && "
                 "groupsnn export runs/cifar10_resnet20_relu_e80/relu/checkpoint.pt "
                 "--out src/groupsnn/models/weights/resnet20_cifar10_relu.pt",
+    ),
+    ("vit_cifar", "cifar10"): PretrainedWeights(
+        file="vit_cifar10_qcfs_l8.pt",
+        sha256="1d22b9b889fc9e70e2e823b68e44892f4fcfa41a05154a53f3c16db2e43abdd1",
+        command="groupsnn train --model vit_cifar --data cifar10 --data-dir ../shared/data/cifar10 --activation relu "
+                "--augment crop-flip --epochs 20 --optimizer adamw --lr 1e-3 --weight-decay 0.05 --warmup-epochs 1 "
+                "--label-smoothing 0.1 --out runs/vit_cifar10 && python scripts/modern_to_snn.py "
+                "runs/vit_cifar10/checkpoint.pt --data-dir ../shared/data/cifar10 --per-class 200 --finetune-epochs 1 "
+                "--finetune-lr 1e-4 --export runs/vit_cifar10_qcfs_l8.pt --out results/cifar10_vit",
     ),
 }
 
