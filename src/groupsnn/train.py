@@ -1,5 +1,6 @@
-"""The one training loop: SGD + momentum (or AdamW, for transformers), cosine schedule with optional warm-up, label smoothing,
-AMP on CUDA, DDP under ``torchrun``, atomic per-epoch checkpoints and exact ``--resume``.
+"""The one training loop: SGD + momentum (or AdamW, for transformers), cosine schedule with optional
+warm-up, label smoothing, AMP on CUDA, DDP under ``torchrun``, atomic per-epoch checkpoints and exact
+``--resume``.
 
 ``Trainer`` owns everything that changes while training (model, optimiser, schedule, scaler, epoch,
 metrics, RNG streams), so its ``state_dict`` is all a resumed run needs to continue as if it had
@@ -117,9 +118,9 @@ def amp_pays(model: nn.Module, input_shape: tuple, device: torch.device) -> bool
         return False
     if device.type == "cuda":
         return True
-    weights = [m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     conv = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
-    return len(input_shape) == 3 and min(input_shape[1:]) >= 32 and conv > sum(weights) / 2
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    return len(input_shape) == 3 and min(input_shape[1:]) >= 32 and conv > linear
 
 
 def can_compile(device: torch.device) -> bool:
