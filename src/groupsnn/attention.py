@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .graph import qualified_name
+
 
 def _no_masks(*masks: Optional[torch.Tensor]) -> None:
     if any(m is not None and m is not False for m in masks):
@@ -172,15 +174,11 @@ class ShiftedWindowAttention(nn.Module):
         return bias.permute(2, 0, 1)  # [heads, tokens, tokens]
 
 
-def _qualified_name(layer_class: type) -> str:
-    return f"{layer_class.__module__}.{layer_class.__qualname__}"
-
-
 # the twin of each layer class, by its qualified name: groupsnn recognises torchvision's layers
 # without importing it. Swin V2's attention (cosine attention, a ReLU MLP making the position
 # bias) has no twin: it stays one call, which convert refuses as an operation it does not know.
 ATTENTION_TWINS = {
-    **{_qualified_name(layer): twin for layer, twin in ((nn.TransformerEncoder, TransformerEncoder),
+    **{qualified_name(layer): twin for layer, twin in ((nn.TransformerEncoder, TransformerEncoder),
                                                         (nn.TransformerEncoderLayer, TransformerEncoderLayer),
                                                         (nn.MultiheadAttention, MultiheadAttention))},
     "torchvision.models.swin_transformer.ShiftedWindowAttention": ShiftedWindowAttention,
@@ -189,7 +187,7 @@ ATTENTION_TWINS = {
 
 def twin_of(layer: nn.Module) -> Optional[type]:
     """The twin class of ``layer``, or None."""
-    return ATTENTION_TWINS.get(_qualified_name(type(layer)))
+    return ATTENTION_TWINS.get(qualified_name(type(layer)))
 
 
 def twins(model: nn.Module, inplace: bool = False) -> nn.Module:

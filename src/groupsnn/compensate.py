@@ -58,7 +58,7 @@ class BoundCall(torch.nn.Module):
 
     def __init__(self, fn: Callable, args: tuple, kwargs: dict):
         super().__init__()
-        self.fn, self.slots = fn, []
+        self.fn = fn
 
         def hold(name: str, value):
             if not isinstance(value, torch.Tensor):
@@ -67,7 +67,6 @@ class BoundCall(torch.nn.Module):
                 self.register_parameter(name, value)
             else:
                 self.register_buffer(name, value)
-            self.slots.append(name)
             return _Slot(name)
 
         self.args = tuple(hold(f"arg{i}", a) for i, a in enumerate(args))

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from .attention import twin_of, twins
 from .compensate import BoundCall, Compensated, TensorMethod
-from .graph import downstream, flat_nodes, is_call, metadata_nodes, module_of, site_name, trace
+from .graph import downstream, flat_nodes, is_call, metadata_nodes, module_of, qualified_name, site_name, trace
 from .neurons import GroupNeuron, IFNeuron, RateMaxPool, StatefulModule
 from .ops import (CLIPPED_RELU_CALLS, COMPENSATED_CALLS, COMPENSATED_MODULES, FOREIGN_LINEAR_CALLS, LINEAR_CALLS,
                   LINEAR_MODULES, MAX_POOL_CALLS, MAX_POOL_FUNCTIONS, MAX_TO_AVG_POOL, NONLINEAR_CALLS, NONLINEAR_MODULES,
@@ -188,8 +188,7 @@ def _unknown_operations(model: nn.Module) -> list[Site]:
         module = module_of(model, node)
         known = isinstance(module, taken) if module is not None else (
             is_call(node, LINEAR_CALLS | SITE_CALLS | set(PRODUCT_CALLS) | RANDOM_CALLS)
-            or f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__qualname__', '')}"
-            in FOREIGN_LINEAR_CALLS)
+            or qualified_name(node.target) in FOREIGN_LINEAR_CALLS)
         if not known:
             unknown.append(Site(module if module is not None else node.target,
                                 node.target if module is not None else site_name(node)))

@@ -105,6 +105,12 @@ def call_name(node: fx.Node) -> str:
     return getattr(node.target, "__name__", node.target)
 
 
+def qualified_name(obj) -> str:
+    """``"package.module.Name"`` of a class or function: how groupsnn names another library's layers
+    and functions without importing that library."""
+    return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+
+
 def flat_nodes(args) -> list[fx.Node]:
     """The nodes inside ``args`` (nested tuples, lists and dicts), in order."""
     nodes = []
